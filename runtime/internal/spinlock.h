@@ -1,0 +1,45 @@
+// Private to runtime/, sched/ and sync/: the raw spin lock under the scheduler.
+//
+// A spinlock is the bare owner word that FreeBSD's MTX_SPIN mutexes wrap: no
+// WITNESS, no profiling, no recursion.  The run-queue locks, the thread
+// container locks (td_lock) and blocked_lock are spinlocks.  usmp::spin_mutex
+// (sync/) is the public, checked lock built on the same spinlock_enter().
+//
+// Protocol: the caller is inside a spinlock section (spinlock_enter(), which
+// implies a critical section) for as long as it holds the lock, so that no
+// preemption or simulated interrupt can run on this CPU and spin on a lock the
+// CPU itself holds.  lock() uses acquire ordering and unlock() release
+// ordering; both pair with each other across CPUs.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace usmp {
+
+struct spinlock {
+	// sl_word: 0 = free, 1 = held.  (a) acquire on lock, release on unlock.
+	std::atomic<uint32_t> sl_word{0};
+
+	void lock() noexcept
+	{
+		for (;;) {
+			if (sl_word.exchange(1, std::memory_order_acquire) == 0)
+				return;
+			while (sl_word.load(std::memory_order_relaxed) != 0)
+				__builtin_ia32_pause();
+		}
+	}
+	bool try_lock() noexcept
+	{
+		return sl_word.load(std::memory_order_relaxed) == 0 &&
+		    sl_word.exchange(1, std::memory_order_acquire) == 0;
+	}
+	void unlock() noexcept { sl_word.store(0, std::memory_order_release); }
+	bool held() const noexcept
+	{
+		return sl_word.load(std::memory_order_relaxed) != 0;
+	}
+};
+
+} // namespace usmp

@@ -1,0 +1,64 @@
+// The machine: boot N CPUs, run green threads on them, shut down.
+//
+//     int main() {
+//         return usmp::run({.ncpus = 4}, [] {
+//             usmp::green_thread t([] { std::printf("on CPU %d\n", usmp::curcpu()); });
+//             t.join();
+//             return 0;
+//         });
+//     }
+//
+// One machine runs per process at a time.  Each CPU is an OS thread, named
+// "usmp cpu<N>", pinned with hwloc to a processing unit (round robin when
+// there are more CPUs than processing units).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+namespace usmp {
+
+struct machine_config {
+	int ncpus = 0;                    // 0: one per processing unit hwloc reports
+	bool pin = true;                  // pin each CPU's OS thread to a PU
+	bool full_preemption = false;     // FULL_PREEMPTION: see sched/sched.h
+	std::size_t stack_size = 64 * 1024; // default usable stack bytes
+	std::size_t commit_limit = 0;     // SG_COMMIT bytes allowed; 0: RLIMIT_MEMLOCK
+	int hz = 1000;                    // clock ticks per second
+	int slice_ticks = 10;             // timeshare slice, in ticks
+	bool malloc_stacks = false;       // stacks from malloc, no red zones (baseline)
+	unsigned stack_cache_low = 16;    // see runtime/stack.h
+	unsigned stack_cache_high = 256;
+};
+
+// Boot a machine.  Returns 0, EBUSY if one already runs, or an errno from
+// the system.  The caller (a foreign OS thread) may then create and join
+// green threads.  Context: a foreign OS thread.
+int machine_boot(const machine_config &cfg = {}) noexcept;
+
+// Stop the machine.  Green threads still alive are reported on stderr by
+// name, tid and state, and their number is returned; they never run again.
+// Context: a foreign OS thread (the one that booted it, or any other).
+int machine_shutdown() noexcept;
+
+// True while a machine runs.
+bool machine_running() noexcept;
+
+// Boot, run main_fn as the green thread "main", shut down when it returns.
+// Returns main_fn's int result (0 for a void main_fn); a machine that cannot
+// boot returns 70 (EX_SOFTWARE) after a message.
+int run(const machine_config &cfg, std::function<int()> main_fn);
+int run(const machine_config &cfg, std::function<void()> main_fn);
+
+// The number of live green threads (not counting idle threads).
+int machine_live_threads() noexcept;
+
+// The clock, in nanoseconds (CLOCK_MONOTONIC).  Context: any.
+uint64_t clock_ns() noexcept;
+
+// Ticks since boot (hardclock).  Context: any.
+uint64_t ticks() noexcept;
+
+} // namespace usmp

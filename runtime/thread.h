@@ -1,0 +1,247 @@
+// Green threads: struct thread and the calls that create, run and end them.
+//
+// A green thread is FreeBSD's struct thread: a Boost.Context context on a
+// stack segment (runtime/stack.h), with a base and a lent priority, a state,
+// a critical-section nesting count, a pin count, an optional bound CPU, a
+// wait channel and a name.  Green threads run on CPUs (runtime/machine.h);
+// the scheduler (sched/) moves unpinned ones between CPUs.
+//
+// thread_local IS PER CPU.  A thread_local variable belongs to the OS thread
+// of the CPU a green thread happens to run on, exactly as per-CPU data does in
+// the kernel.  A green thread that is not pinned may move to another CPU at
+// any switch (yield, a blocking lock, a sleep, a preemption), and the compiler
+// may keep the address of a thread_local across such a call.  Use
+// thread_local data only between sched_pin() and sched_unpin() (sched/sched.h),
+// or inside a critical section; errno is the one exception: it is saved and
+// restored with the green thread at every switch.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include "runtime/config.h"
+#include "runtime/context.h"
+#include "runtime/internal/spinlock.h"
+
+namespace usmp {
+
+struct pcpu;
+struct stack;
+struct thread;
+
+inline constexpr int NOCPU = -1;
+
+// Thread states (td_state), as in FreeBSD.
+enum td_state_t : uint8_t {
+	TDS_INACTIVE,  // created, not yet started; or dead
+	TDS_INHIBITED, // sleeping, blocked on a lock, or suspended (see td_inhibitors)
+	TDS_CAN_RUN,   // runnable, not on a run queue (in transit)
+	TDS_RUNQ,      // on a run queue
+	TDS_RUNNING,   // on a CPU
+};
+
+// Inhibitors (td_inhibitors).
+enum : uint8_t {
+	TDI_SLEEPING = 0x01, // sleeping on a wait channel
+	TDI_LOCK = 0x02,     // blocked on a turnstile
+	TDI_IWAIT = 0x04,    // ithread waiting for an interrupt
+	TDI_JOIN = 0x08,     // waiting in thread_join() (a kind of sleep)
+};
+
+// td_flags.
+enum : uint32_t {
+	TDF_IDLETD = 0x0001,      // the idle thread of a CPU
+	TDF_FOREIGN = 0x0002,     // stands for an OS thread that is no CPU
+	TDF_DETACHED = 0x0004,    // no joiner; reaped at exit
+	TDF_BOUND = 0x0008,       // sched_bind()
+	TDF_MAIN = 0x0010,        // the main thread of run()
+	TDF_ASYNCPREEMPT = 0x0020, // switched out from the preemption signal
+	TDF_TIMEOUT = 0x0040,     // sleep ended by its timeout
+	TDF_NOSLEEPING = 0x0080,  // may not sleep (idle, filters)
+};
+
+// Entry of a thread: the callable was constructed in td_arg; td_entry runs
+// it and destroys it.
+using thread_entry_fn = void (*)(void *arg);
+
+// The thread structure.
+//
+// Locking key:
+//   (a) atomic, ordering given at the use
+//   (c) constant after creation
+//   (k) only curthread touches it (and the CPU's own signal handler, which
+//       runs on the same OS thread: such fields are read and written with
+//       signal fences, not atomics)
+//   (t) the thread lock: whatever td_lock points to
+//   (j) td_joinlock
+struct thread {
+	std::atomic<spinlock *> td_lock{nullptr}; // (a) container lock
+	thread *td_runq_next = nullptr;            // (t) run queue links
+	thread *td_runq_prev = nullptr;            // (t)
+	volatile int td_critnest = 0;              // (k) critical_enter() depth
+	volatile int td_owepreempt = 0;            // (k) preemption deferred
+	int td_spinlock_count = 0;                 // (k) spinlock_enter() depth
+	int td_pinned = 0;                         // (k) sched_pin() depth
+	uint8_t td_priority = 0;                   // (t) effective priority
+	uint8_t td_base_pri = 0;                   // (t) base priority
+	uint8_t td_lend_pri = 255;                 // (t) lent by waiters (sync/)
+	td_state_t td_state = TDS_INACTIVE;        // (t)
+	uint8_t td_inhibitors = 0;                 // (t)
+	uint32_t td_flags = 0;                     // (t), TDF_IDLETD etc. (c)
+	int td_cpu = NOCPU;                        // (t) CPU it runs or waits on
+	int td_lastcpu = NOCPU;                    // (t) CPU it last ran on
+	int td_bound_cpu = NOCPU;                  // (k) sched_bind() target
+	int td_tid = 0;                            // (c)
+	int td_errno = 0;                          // (k) errno while switched out
+	uint64_t td_slicetick = 0;                 // (t) tick its slice began
+	uint64_t td_timo = 0;                      // (t) sleep deadline, ns
+	int td_timo_index = -1;                    // (t) place in a timer heap
+	const void *td_wchan = nullptr;            // (t) wait channel
+	const char *td_wmesg = nullptr;            // (t) wait message
+	uint64_t td_switches = 0;                  // (t) times switched in
+	context td_ctx;                            // (t) saved context
+	stack *td_stack = nullptr;                 // (c) its stack segment
+	thread_entry_fn td_entry = nullptr;        // (c)
+	void *td_arg = nullptr;                    // (c)
+	void *td_sched = nullptr;                  // (c) scheduler private
+	void *td_sync = nullptr;                   // (c) sync/ private (turnstile, sleepqueue)
+
+	// Join protocol.  td_exit moves 0 -> 1 (exiting, joiner woken) under
+	// td_joinlock, then 1 -> 2 (context switched out for good; the stack
+	// may be freed) from the thread that runs next.  A joiner that sees 1
+	// spins until 2.
+	spinlock td_joinlock;                      // (c)
+	std::atomic<int> td_exit{0};               // (a) release/acquire
+	thread *td_joiner = nullptr;               // (j)
+	std::atomic<int> td_foreign_join{0};       // (a) futex word for OS-thread joiners
+
+	thread *td_allnext = nullptr;              // all-threads list (machine lock)
+	thread *td_allprev = nullptr;
+	char td_name[32] = {};                     // (c)
+};
+
+// Attributes of a new green thread.
+struct thread_attr {
+	const char *name = nullptr;  // copied; default "thread <tid>"
+	int priority = -1;           // -1: PRI_TIMESHARE_DEFAULT (sched/priority.h)
+	std::size_t stack_size = 0;  // 0: the machine's default
+	int cpu = NOCPU;             // bound to this CPU for life (sched_bind)
+	bool detached = false;       // reaped at exit, cannot be joined
+};
+
+// Low-level creation, used by the template below: reserves `size` bytes
+// aligned to `align` at the top of the new thread's stack for the callable
+// (*storage), without starting the thread.  Returns 0 or an errno: EAGAIN if
+// no machine is running, ENOMEM if no stack could be had, EINVAL for a bad
+// attribute (priority, CPU).
+// Context: a green thread or a foreign OS thread; may not be called with a
+// spin lock held.
+int thread_alloc(thread **tdp, const thread_attr &attr, std::size_t size,
+    std::size_t align, void **storage,
+    const char *file = __builtin_FILE(), int line = __builtin_LINE()) noexcept;
+
+// Make a thread from thread_alloc() runnable.  Context: as thread_alloc().
+void thread_start(thread *td) noexcept;
+
+// Create and start a green thread running f().  An exception escaping f is a
+// panic naming the thread (the std::thread rule).  Returns 0 or an errno as
+// thread_alloc().  Context: a green thread or a foreign OS thread.
+template <class F>
+int thread_create(thread **tdp, const thread_attr &attr, F &&f,
+    const char *file = __builtin_FILE(), int line = __builtin_LINE()) noexcept
+{
+	using Fn = std::decay_t<F>;
+	void *storage;
+	int error = thread_alloc(tdp, attr, sizeof(Fn), alignof(Fn), &storage,
+	    file, line);
+	if (error != 0)
+		return error;
+	::new (storage) Fn(std::forward<F>(f));
+	(*tdp)->td_entry = [](void *p) {
+		Fn *fn = static_cast<Fn *>(p);
+		(*fn)();
+		fn->~Fn();
+	};
+	(*tdp)->td_arg = storage;
+	thread_start(*tdp);
+	return 0;
+}
+
+// Wait for td to end and reap it.  Returns 0, EDEADLK for the calling thread
+// itself, EINVAL for a detached thread.  From a foreign OS thread it blocks
+// that OS thread.  Context: may sleep.
+int thread_join(thread *td, const char *file = __builtin_FILE(),
+    int line = __builtin_LINE()) noexcept;
+
+// Let td be reaped when it ends.  Returns 0 or EINVAL if already detached.
+int thread_detach(thread *td) noexcept;
+
+// End the calling green thread.  Context: a green thread, no locks held.
+[[noreturn]] void thread_exit() noexcept;
+
+// Give the CPU to the other runnable threads of the same or better priority
+// (kern_yield).  Context: may sleep (a preemption point).
+void thread_yield() noexcept;
+
+// Sleep for at least d (pause(9)).  Returns 0.  From a foreign OS thread it
+// sleeps the OS thread.  Context: may sleep.
+int thread_sleep(std::chrono::nanoseconds d) noexcept;
+
+// The running thread: a green thread, the idle thread of a CPU, or the
+// stand-in of a foreign OS thread (made on first use).  Never null.
+// Not inlined on purpose: the compiler would keep the per-OS-thread address
+// across a switch that moved us to another CPU.
+thread *curthread() noexcept;
+
+// The CPU the caller runs on, or NOCPU on a foreign OS thread.  Only stable
+// while pinned or in a critical section.
+int curcpu() noexcept;
+
+// True if the caller is a green thread on a CPU of the running machine.
+bool on_cpu() noexcept;
+
+// The CPU count of the running machine (0 when none runs).
+int mp_ncpus() noexcept;
+
+// RAII handle, the std::thread of usmp: joins or detaches explicitly, and
+// its destructor panics if neither was done (std::thread's terminate).
+class green_thread {
+public:
+	green_thread() noexcept = default;
+	template <class F, class = std::enable_if_t<!std::is_same_v<
+	    std::decay_t<F>, thread_attr>>>
+	explicit green_thread(F &&f)
+	    : green_thread(thread_attr{}, std::forward<F>(f))
+	{
+	}
+	// Throws std::system_error when the thread cannot be made.
+	template <class F>
+	green_thread(const thread_attr &attr, F &&f)
+	{
+		int error = thread_create(&td_, attr, std::forward<F>(f));
+		if (error != 0)
+			throw std::system_error(error, std::generic_category(),
+			    "usmp::green_thread");
+	}
+	green_thread(green_thread &&o) noexcept : td_(std::exchange(o.td_, nullptr)) {}
+	green_thread &operator=(green_thread &&o) noexcept;
+	green_thread(const green_thread &) = delete;
+	green_thread &operator=(const green_thread &) = delete;
+	~green_thread();
+
+	bool joinable() const noexcept { return td_ != nullptr; }
+	void join();
+	void detach();
+	thread *native_handle() const noexcept { return td_; }
+
+private:
+	thread *td_ = nullptr;
+};
+
+} // namespace usmp
