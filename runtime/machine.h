@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <type_traits>
 
 namespace usmp {
 
@@ -48,9 +49,22 @@ bool machine_running() noexcept;
 
 // Boot, run main_fn as the green thread "main", shut down when it returns.
 // Returns main_fn's int result (0 for a void main_fn); a machine that cannot
-// boot returns 70 (EX_SOFTWARE) after a message.
-int run(const machine_config &cfg, std::function<int()> main_fn);
-int run(const machine_config &cfg, std::function<void()> main_fn);
+// boot returns 70 (EX_SOFTWARE) after a message.  Context: a foreign OS
+// thread (typically main()).
+int run_main(const machine_config &cfg, std::function<int()> main_fn);
+
+template <class F>
+int
+run(const machine_config &cfg, F &&main_fn)
+{
+	if constexpr (std::is_void_v<std::invoke_result_t<F &>>)
+		return run_main(cfg, [&]() -> int {
+			main_fn();
+			return 0;
+		});
+	else
+		return run_main(cfg, [&]() -> int { return static_cast<int>(main_fn()); });
+}
 
 // The number of live green threads (not counting idle threads).
 int machine_live_threads() noexcept;

@@ -29,6 +29,7 @@ struct alignas(64) pcpu {
 	thread *pc_switch_from = nullptr;   // (k) thread being switched out
 	spinlock *pc_switch_lock = nullptr; // (k) its thread lock after the switch
 	stack_cache pc_stacks;              // (k) ready stacks
+	int *pc_errnop = nullptr;           // (c) this OS thread's errno
 	uint64_t pc_switchticks = 0;        // (k) tick of the last switch
 	std::atomic<uint32_t> pc_idle_word{0}; // (a) park futex: 0 running, 1 parked
 	std::atomic<uint32_t> pc_ipi_pending{0}; // (a) an IPI is pending
@@ -43,7 +44,6 @@ struct alignas(64) pcpu {
 };
 
 // The pcpu of the calling OS thread, or null on a foreign OS thread.
-// Not inlined on purpose (see curthread()).
 pcpu *curpcpu() noexcept;
 
 // The pcpu of CPU `cpu` of the running machine (0 <= cpu < mp_ncpus()).

@@ -121,8 +121,10 @@ struct thread {
 	thread *td_joiner = nullptr;               // (j)
 	std::atomic<int> td_foreign_join{0};       // (a) futex word for OS-thread joiners
 
-	thread *td_allnext = nullptr;              // all-threads list (machine lock)
+	thread *td_allnext = nullptr;              // live-thread list (its lock)
 	thread *td_allprev = nullptr;
+	int td_alllist = 0;                        // (c) which live-thread list
+	uint8_t td_rqflags = 0;                    // (t) scheduler's run-queue flags
 	char td_name[32] = {};                     // (c)
 };
 
@@ -195,8 +197,6 @@ int thread_sleep(std::chrono::nanoseconds d) noexcept;
 
 // The running thread: a green thread, the idle thread of a CPU, or the
 // stand-in of a foreign OS thread (made on first use).  Never null.
-// Not inlined on purpose: the compiler would keep the per-OS-thread address
-// across a switch that moved us to another CPU.
 thread *curthread() noexcept;
 
 // The CPU the caller runs on, or NOCPU on a foreign OS thread.  Only stable

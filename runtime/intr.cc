@@ -1,0 +1,217 @@
+// The CPU's "interrupts": the preemption signal (IPI), parking an idle CPU,
+// and the hardclock.
+//
+// Vocabulary.  An IPI to a running CPU is a signal (SIGURG, reserved by
+// usmp, as Go reserves it) sent with pthread_kill to that CPU's OS thread; an
+// IPI to a parked CPU is a futex wake on its park word.  The hardclock is one
+// OS thread that ticks `hz` times a second, keeps the coarse clock, and lets
+// the scheduler mark ended time slices, due timers and spare work.
+//
+// The preemption signal handler runs on the interrupted green thread's own
+// stack (not the alternate stack: a switch from inside the handler must
+// leave the signal frame with the thread it interrupted, so that the
+// thread's full register state comes back with it at sigreturn).  It is
+// installed with SA_NODEFER, so that the threads that run after such a
+// switch are not left with the signal blocked; a nested delivery finds the
+// critical section the handler opened and only records what it owes.
+//
+// The rule of asynchronous preemption (DESIGN.md): switch inside the handler
+// only if the interrupted thread is in no critical or spinlock section, the
+// interrupted instruction lies in application code (runtime/codemap.h: not
+// libc, not the C++ runtime, not usmp), and either a better thread asked for
+// the CPU or full preemption is on.  Otherwise record td_owepreempt, taken at
+// the next preemption point.  A thread preempted asynchronously is pinned
+// until it resumes, so it resumes on the same CPU: code it was running may
+// hold the address of per-CPU (thread_local) data.
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <thread>
+
+#include "runtime/critical.h"
+#include "runtime/internal/machine.h"
+#include "runtime/internal/seam.h"
+#include "runtime/panic.h"
+#include "runtime/pcpu.h"
+
+namespace usmp {
+
+namespace {
+
+constexpr int SIGPREEMPT = SIGURG;
+
+std::atomic<uint64_t> g_coarse_ns{0};
+std::atomic<uint64_t> g_ticks{0};
+std::atomic<bool> g_hardclock_run{false};
+std::thread g_hardclock;
+
+void
+preempt_handler(int, siginfo_t *, void *ucv) noexcept
+{
+	int saved_errno = errno;
+	pcpu *pc = curpcpu_fast();
+	if (pc == nullptr || pc->pc_sched == nullptr) {
+		errno = saved_errno;
+		return;
+	}
+	pc->pc_ipi_pending.store(0, std::memory_order_relaxed);
+	thread *td = pc->pc_curthread;
+	int crit = td->td_critnest;
+	int spin = td->td_spinlock_count;
+	td->td_critnest = crit + 1;
+	std::atomic_signal_fence(std::memory_order_seq_cst);
+	int owe = sched_ipi(pc, crit == 0 && spin == 0);
+	std::atomic_signal_fence(std::memory_order_seq_cst);
+	td->td_critnest = crit;
+	if (owe == 0 || (td->td_flags & TDF_IDLETD)) {
+		errno = saved_errno;
+		return;
+	}
+	auto *uc = static_cast<ucontext_t *>(ucv);
+	uintptr_t rip = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
+	bool async = crit == 0 && spin == 0 &&
+	    ((owe & OWEPREEMPT_PRI) || g_machine.ms_config.full_preemption) &&
+	    codemap_preemptible(rip);
+	if (!async) {
+		td->td_owepreempt = td->td_owepreempt | owe;
+		errno = saved_errno;
+		return;
+	}
+	pc->pc_cnt_async_preempt++;
+	td->td_pinned++;
+	td->td_critnest = 1;
+	thread_lock(td);
+	td->td_critnest = td->td_critnest - 1;
+	td->td_owepreempt = 0;
+	mi_switch(SW_INVOL | SWT_ASYNC |
+	    ((owe & OWEPREEMPT_PRI) ? SW_PREEMPT : SWT_SLICE));
+	td->td_pinned--;
+	errno = saved_errno;
+}
+
+long
+futex_word(std::atomic<uint32_t> *w, int op, uint32_t val,
+    const struct timespec *ts) noexcept
+{
+	return syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), op, val, ts,
+	    nullptr, FUTEX_BITSET_MATCH_ANY);
+}
+
+void
+hardclock_main() noexcept
+{
+	pthread_setname_np(pthread_self(), "usmp hardclock");
+	// Block the preemption signal here: this is no CPU.
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGPREEMPT);
+	pthread_sigmask(SIG_BLOCK, &set, nullptr);
+	int hz = g_machine.ms_config.hz > 0 ? g_machine.ms_config.hz : 1000;
+	uint64_t period = 1000000000ull / hz;
+	struct timespec next;
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	uint64_t t = 0;
+	while (g_hardclock_run.load(std::memory_order_acquire)) {
+		next.tv_nsec += static_cast<long>(period);
+		while (next.tv_nsec >= 1000000000) {
+			next.tv_nsec -= 1000000000;
+			next.tv_sec++;
+		}
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, nullptr);
+		g_coarse_ns.store(clock_ns(), std::memory_order_relaxed);
+		g_ticks.store(++t, std::memory_order_relaxed);
+		sched_hardclock(t);
+	}
+}
+
+} // namespace
+
+uint64_t
+clock_ns() noexcept
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull +
+	    static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t
+coarse_ns() noexcept
+{
+	return g_coarse_ns.load(std::memory_order_relaxed);
+}
+
+uint64_t
+ticks() noexcept
+{
+	return g_ticks.load(std::memory_order_relaxed);
+}
+
+void
+preempt_init() noexcept
+{
+	static std::atomic<bool> done{false};
+	if (done.exchange(true))
+		return;
+	struct sigaction sa = {};
+	sa.sa_sigaction = preempt_handler;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGPREEMPT, &sa, nullptr) != 0)
+		panic("preempt_init: sigaction(SIGURG) failed: errno %d", errno);
+}
+
+void
+ipi_preempt(pcpu *pc) noexcept
+{
+	// One signal in flight per CPU is enough: the handler reads every
+	// reason from the tdq.
+	if (pc->pc_ipi_pending.exchange(1, std::memory_order_relaxed) != 0)
+		return;
+	pthread_kill(pc->pc_pthread, SIGPREEMPT);
+}
+
+void
+ipi_wake_word(std::atomic<uint32_t> *word) noexcept
+{
+	futex_word(word, FUTEX_WAKE_PRIVATE, 1, nullptr);
+}
+
+void
+cpu_park(std::atomic<uint32_t> *word, uint32_t val, uint64_t deadline_ns) noexcept
+{
+	if (deadline_ns == 0) {
+		futex_word(word, FUTEX_WAIT_PRIVATE, val, nullptr);
+		return;
+	}
+	struct timespec ts;
+	ts.tv_sec = static_cast<time_t>(deadline_ns / 1000000000ull);
+	ts.tv_nsec = static_cast<long>(deadline_ns % 1000000000ull);
+	futex_word(word, FUTEX_WAIT_BITSET_PRIVATE, val, &ts);
+}
+
+void
+hardclock_start() noexcept
+{
+	g_coarse_ns.store(clock_ns(), std::memory_order_relaxed);
+	g_ticks.store(0, std::memory_order_relaxed);
+	g_hardclock_run.store(true, std::memory_order_release);
+	g_hardclock = std::thread(hardclock_main);
+}
+
+void
+hardclock_stop() noexcept
+{
+	g_hardclock_run.store(false, std::memory_order_release);
+	if (g_hardclock.joinable())
+		g_hardclock.join();
+}
+
+} // namespace usmp

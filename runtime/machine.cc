@@ -1,0 +1,256 @@
+// The machine: boot, the CPUs' OS threads, shutdown, run().
+//
+// Boot order: the code map and the fault and preemption handlers (once per
+// process), the stack tunables, the pcpus and their idle threads, the
+// scheduler, then one OS thread per CPU (pinned, named "usmp cpuN", with an
+// alternate signal stack) which enters its idle loop, and the hardclock.
+//
+// Shutdown: ms_stopping makes every CPU choose its idle thread at its next
+// switch (runnable threads are left on their queues, never to run again) and
+// makes the idle loops return.  The CPUs meet at a barrier before their OS
+// threads end, so that no green thread runs anywhere once any CPU's OS thread
+// is gone (a running thread could otherwise signal a dead OS thread).  Then
+// the live threads are reported, and the caches are drained.
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <execinfo.h>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "runtime/critical.h"
+#include "runtime/internal/machine.h"
+#include "runtime/internal/seam.h"
+#include "runtime/machine.h"
+#include "runtime/panic.h"
+#include "runtime/pcpu.h"
+#include "runtime/stack.h"
+#include "runtime/thread.h"
+
+namespace usmp {
+
+namespace {
+
+std::mutex g_boot_mtx;
+std::vector<std::thread> g_cpu_threads;
+std::atomic<int> g_cpus_ready{0};
+std::atomic<int> g_cpus_in_idle_exit{0};
+
+const char *
+state_name(const thread *td) noexcept
+{
+	switch (td->td_state) {
+	case TDS_INACTIVE:
+		return "inactive";
+	case TDS_INHIBITED:
+		return (td->td_inhibitors & TDI_JOIN)       ? "joining" :
+		    (td->td_inhibitors & TDI_SLEEPING)      ? "sleeping" :
+		    (td->td_inhibitors & TDI_LOCK)          ? "blocked" :
+		    (td->td_inhibitors & TDI_IWAIT)         ? "iwait" :
+							      "inhibited";
+	case TDS_CAN_RUN:
+		return "can run";
+	case TDS_RUNQ:
+		return "runnable";
+	case TDS_RUNNING:
+		return "running";
+	}
+	return "?";
+}
+
+void
+cpu_main(pcpu *pc) noexcept
+{
+	usmp_tl_pcpu = pc;
+	pc->pc_errnop = &errno;
+	pc->pc_os_tid = static_cast<int>(syscall(SYS_gettid));
+	char name[16];
+	std::snprintf(name, sizeof(name), "usmp cpu%d", pc->pc_cpuid);
+	pthread_setname_np(pthread_self(), name);
+	if (g_machine.ms_config.pin)
+		pc->pc_pu = topology_pin(pc->pc_cpuid);
+	fault_init_thread();
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGURG);
+	pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+	g_cpus_ready.fetch_add(1, std::memory_order_release);
+
+	sched_idle_loop(pc);
+
+	// The exit barrier (see above).
+	g_cpus_in_idle_exit.fetch_add(1, std::memory_order_acq_rel);
+	while (g_cpus_in_idle_exit.load(std::memory_order_acquire) <
+	    g_machine.ms_ncpus)
+		std::this_thread::yield();
+	usmp_tl_pcpu = nullptr;
+}
+
+} // namespace
+
+std::atomic<bool> g_machine_stopping{false};
+
+bool
+machine_running() noexcept
+{
+	return g_machine.ms_running.load(std::memory_order_acquire);
+}
+
+int
+mp_ncpus() noexcept
+{
+	return machine_running() ? g_machine.ms_ncpus : 0;
+}
+
+pcpu *
+pcpu_find(int cpu) noexcept
+{
+	if (g_machine.ms_pcpus == nullptr || cpu < 0 || cpu >= g_machine.ms_ncpus)
+		return nullptr;
+	return &g_machine.ms_pcpus[cpu];
+}
+
+int
+machine_boot(const machine_config &cfg) noexcept
+{
+	std::lock_guard<std::mutex> guard(g_boot_mtx);
+	if (g_machine.ms_running.load())
+		return EBUSY;
+	if (curpcpu_fast() != nullptr)
+		return EBUSY;
+	int ncpus = cfg.ncpus > 0 ? cfg.ncpus : topology_npus();
+	if (cfg.ncpus < 0 || ncpus > 1024) {
+		printf_diag("machine_boot(): bad CPU count %d", cfg.ncpus);
+		return EINVAL;
+	}
+
+	static std::once_flag once;
+	std::call_once(once, [] {
+		void *frames[4];
+		backtrace(frames, 4); // load libgcc now: panic() must not allocate
+		codemap_init();
+		fault_init();
+		preempt_init();
+	});
+
+	g_machine.ms_config = cfg;
+	g_machine.ms_ncpus = ncpus;
+	g_machine_stopping.store(false);
+	stack_params sp;
+	sp.default_size = cfg.stack_size;
+	sp.cache_low = cfg.stack_cache_low;
+	sp.cache_high = cfg.stack_cache_high;
+	sp.malloc_stacks = cfg.malloc_stacks;
+	stack_configure(sp);
+
+	g_machine.ms_pcpus = new (std::align_val_t(64)) pcpu[ncpus];
+	g_machine.ms_threads = new thread_list[ncpus + 1];
+	for (int c = 0; c < ncpus; c++) {
+		pcpu *pc = &g_machine.ms_pcpus[c];
+		pc->pc_cpuid = c;
+		pc->pc_idlethread = thread_make_idle(c);
+		pc->pc_curthread = pc->pc_idlethread;
+	}
+	sched_boot(cfg, ncpus);
+
+	g_cpus_ready.store(0);
+	g_cpus_in_idle_exit.store(0);
+	g_cpu_threads.clear();
+	g_cpu_threads.reserve(ncpus);
+	for (int c = 0; c < ncpus; c++) {
+		pcpu *pc = &g_machine.ms_pcpus[c];
+		g_cpu_threads.emplace_back(cpu_main, pc);
+		pc->pc_pthread = g_cpu_threads.back().native_handle();
+	}
+	while (g_cpus_ready.load(std::memory_order_acquire) < ncpus)
+		std::this_thread::yield();
+	g_machine.ms_running.store(true, std::memory_order_release);
+	hardclock_start();
+	return 0;
+}
+
+int
+machine_shutdown() noexcept
+{
+	std::lock_guard<std::mutex> guard(g_boot_mtx);
+	if (!g_machine.ms_running.load())
+		return 0;
+	if (curpcpu_fast() != nullptr)
+		panic("machine_shutdown() called from a green thread \"%s\"",
+		    curthread_fast()->td_name);
+	g_machine_stopping.store(true, std::memory_order_seq_cst);
+	hardclock_stop();
+	for (int c = 0; c < g_machine.ms_ncpus; c++) {
+		pcpu *pc = &g_machine.ms_pcpus[c];
+		// Wake it if parked, and signal it if running (it then owes a
+		// preemption and reaches its idle loop at its next switch).
+		sched_shutdown_kick(c);
+		ipi_preempt(pc);
+	}
+	for (auto &t : g_cpu_threads)
+		t.join();
+	g_cpu_threads.clear();
+
+	int live = 0;
+	for (int i = 0; i <= g_machine.ms_ncpus; i++) {
+		for (thread *td = g_machine.ms_threads[i].tl_head; td != nullptr;
+		     td = td->td_allnext) {
+			if (live == 0)
+				printf_diag("machine_shutdown(): green threads still alive:");
+			live++;
+			printf_diag("  \"%s\" (tid %d) %s%s%s%s", td->td_name,
+			    td->td_tid, state_name(td),
+			    td->td_wmesg != nullptr ? " on \"" : "",
+			    td->td_wmesg != nullptr ? td->td_wmesg : "",
+			    td->td_wmesg != nullptr ? "\"" : "");
+		}
+	}
+	if (live != 0)
+		printf_diag("machine_shutdown(): %d green thread%s left behind "
+		    "(they never run again)", live, live == 1 ? "" : "s");
+
+	g_machine.ms_running.store(false, std::memory_order_release);
+	stack_drain_all();
+	sched_shutdown();
+	for (int c = 0; c < g_machine.ms_ncpus; c++)
+		delete g_machine.ms_pcpus[c].pc_idlethread;
+	::operator delete[](g_machine.ms_pcpus, std::align_val_t(64));
+	g_machine.ms_pcpus = nullptr;
+	delete[] g_machine.ms_threads;
+	g_machine.ms_threads = nullptr;
+	g_machine.ms_ncpus = 0;
+	return live;
+}
+
+int
+run_main(const machine_config &cfg, std::function<int()> main_fn)
+{
+	int error = machine_boot(cfg);
+	if (error != 0) {
+		printf_diag("run(): cannot boot the machine: %s", std::strerror(error));
+		return 70;
+	}
+	int result = 0;
+	thread *td;
+	thread_attr attr;
+	attr.name = "main";
+	error = thread_create(&td, attr, [&] { result = main_fn(); });
+	if (error != 0) {
+		printf_diag("run(): cannot create the main thread: %s",
+		    std::strerror(error));
+		machine_shutdown();
+		return 70;
+	}
+	thread_join(td);
+	machine_shutdown();
+	return result;
+}
+
+} // namespace usmp

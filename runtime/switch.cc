@@ -1,0 +1,304 @@
+// Context switches, thread locks and critical sections.
+//
+// Vocabulary.  A thread's *container lock* (td_lock, FreeBSD's thread lock)
+// is whichever spinlock currently protects its scheduling state: the
+// run-queue lock of its CPU while it runs or waits to run, the lock of the
+// wait structure it sleeps on (a join lock, later a sleep-queue chain or a
+// turnstile), or blocked_lock while it is in the middle of a switch.
+//
+// The problem.  A thread that goes to sleep must publish that it sleeps (so
+// a waker can find it) before its context is saved, yet nobody may resume it
+// until its context is saved: the waker on another CPU could otherwise put it
+// on a run queue and a third CPU could jump into a half-saved context.
+//
+// Rejected: a global scheduler lock (4BSD's sched_lock), which serialises
+// every switch of every CPU; an "on CPU" flag checked by wakers (Linux),
+// which every path that touches a thread must remember to test.
+//
+// The protocol (FreeBSD's, with Boost.Context doing the register save):
+//  1. The switching thread holds its container lock L (thread_lock).
+//  2. sched_switch points td_lock at blocked_lock, queues the thread or lets
+//     go of L, holds its CPU's run-queue lock Q and chooses the next thread.
+//  3. cpu_switch records (old, L') in the pcpu, where L' is the lock old's
+//     td_lock must point to once saved, and jumps to the new context.
+//  4. The new thread, first thing (cpu_switch_finish), stores old's saved
+//     context into old->td_ctx and then old->td_lock = L' with release
+//     order.  This store pairs with the acquire load in thread_lock() and in
+//     cpu_switch()'s wait: whoever sees td_lock != &blocked_lock also sees
+//     the saved context.
+//  5. The new thread returns from its own mi_switch (or starts) holding Q,
+//     which is its own container lock, and releases it.
+// Q is therefore held across the switch, and handed from the old thread to
+// the new one, as in FreeBSD.  errno is saved in step 3 and restored in step
+// 4, through the pcpu read afresh after the jump, so that the compiler cannot keep
+// the address of the old OS thread's errno across the jump: each pcpu
+// keeps the address of its OS thread's errno (pc_errnop).
+#include <cerrno>
+#include <exception>
+#include <new>
+
+#include "runtime/critical.h"
+#include "runtime/internal/machine.h"
+#include "runtime/internal/seam.h"
+#include "runtime/panic.h"
+#include "runtime/pcpu.h"
+#include "runtime/thread.h"
+
+namespace usmp {
+
+spinlock blocked_lock{1};
+
+} // namespace usmp
+
+__thread usmp::pcpu *usmp_tl_pcpu = nullptr;
+
+namespace usmp {
+
+namespace {
+
+// The stand-in struct thread of a foreign OS thread, made on first use and
+// freed when the OS thread ends.
+struct foreign_holder {
+	thread *td = nullptr;
+	~foreign_holder() { delete td; }
+};
+thread_local foreign_holder tl_foreign;
+
+} // namespace
+
+thread *
+foreign_self() noexcept
+{
+	thread *td = tl_foreign.td;
+	if (__builtin_expect(td == nullptr, 0)) {
+		td = new (std::nothrow) thread;
+		if (td == nullptr)
+			panic("curthread: out of memory for a foreign thread");
+		td->td_flags = TDF_FOREIGN;
+		td->td_state = TDS_RUNNING;
+		td->td_tid = -g_machine.ms_next_tid.fetch_add(1);
+		__builtin_strcpy(td->td_name, "foreign");
+		tl_foreign.td = td;
+	}
+	return td;
+}
+
+namespace {
+
+} // namespace
+
+pcpu *
+curpcpu() noexcept
+{
+	return curpcpu_fast();
+}
+
+thread *
+curthread() noexcept
+{
+	return curthread_fast();
+}
+
+int
+curcpu() noexcept
+{
+	pcpu *pc = curpcpu_fast();
+	return pc != nullptr ? pc->pc_cpuid : NOCPU;
+}
+
+bool
+on_cpu() noexcept
+{
+	pcpu *pc = curpcpu_fast();
+	return pc != nullptr && !(pc->pc_curthread->td_flags & TDF_IDLETD);
+}
+
+// ---- Critical and spinlock sections.
+
+void
+critical_exit_underflow(thread *td) noexcept
+{
+	panic("critical_exit: td_critnest == 0 in thread \"%s\" (tid %d)",
+	    td->td_name, td->td_tid);
+}
+
+void
+critical_exit_preempt() noexcept
+{
+	thread *td = curthread_fast();
+	// Re-entered, or a foreign OS thread or the idle thread (which poll).
+	if (td->td_critnest != 0 ||
+	    (td->td_flags & (TDF_FOREIGN | TDF_IDLETD)) != 0) {
+		td->td_owepreempt = 0;
+		return;
+	}
+	// We committed to switch: keep the signal handler from preempting us
+	// again while we spin for the thread lock.
+	td->td_critnest = 1;
+	thread_lock(td);
+	td->td_critnest = td->td_critnest - 1;
+	int owe = td->td_owepreempt;
+	td->td_owepreempt = 0;
+	// owe may be 0 if the handler raced us; a switch is still harmless.
+	mi_switch(SW_INVOL | ((owe & OWEPREEMPT_PRI) ? SW_PREEMPT : SWT_SLICE));
+}
+
+void
+spinlock_enter() noexcept
+{
+	thread *td = curthread_fast();
+	if (td->td_spinlock_count == 0) {
+		td->td_critnest = td->td_critnest + 1;
+		std::atomic_signal_fence(std::memory_order_seq_cst);
+		td->td_spinlock_count = 1;
+	} else {
+		td->td_spinlock_count++;
+	}
+	std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+
+void
+spinlock_exit() noexcept
+{
+	thread *td = curthread_fast();
+	std::atomic_signal_fence(std::memory_order_seq_cst);
+	if (__builtin_expect(td->td_spinlock_count <= 0, 0))
+		panic("spinlock_exit: no spinlock section in thread \"%s\"",
+		    td->td_name);
+	td->td_spinlock_count--;
+	if (td->td_spinlock_count == 0) {
+		std::atomic_signal_fence(std::memory_order_seq_cst);
+		critical_exit();
+	}
+}
+
+// ---- Thread locks.
+
+void
+thread_lock(thread *td) noexcept
+{
+	spinlock_enter();
+	for (;;) {
+		spinlock *l = td->td_lock.load(std::memory_order_acquire);
+		if (l == &blocked_lock || l == nullptr) {
+			__builtin_ia32_pause();
+			continue;
+		}
+		l->lock();
+		if (td->td_lock.load(std::memory_order_relaxed) == l)
+			return;
+		l->unlock();
+	}
+}
+
+void
+thread_unlock(thread *td) noexcept
+{
+	td->td_lock.load(std::memory_order_relaxed)->unlock();
+	spinlock_exit();
+}
+
+void
+thread_lock_set(thread *td, spinlock *lock) noexcept
+{
+	spinlock *old = td->td_lock.load(std::memory_order_relaxed);
+	td->td_lock.store(lock, std::memory_order_release);
+	old->unlock();
+	spinlock_exit();
+}
+
+spinlock *
+thread_lock_block(thread *td) noexcept
+{
+	spinlock *old = td->td_lock.load(std::memory_order_relaxed);
+	td->td_lock.store(&blocked_lock, std::memory_order_release);
+	return old;
+}
+
+spinlock *
+thread_lock_block_wait(thread *td) noexcept
+{
+	spinlock *l;
+	while ((l = td->td_lock.load(std::memory_order_acquire)) == &blocked_lock)
+		__builtin_ia32_pause();
+	return l;
+}
+
+// ---- The switch.
+
+namespace {
+
+// Step 4 of the protocol, on the new thread; `from` is old's context.
+__attribute__((noinline)) void
+cpu_switch_finish(context from) noexcept
+{
+	pcpu *pc = curpcpu_fast();
+	thread *old = pc->pc_switch_from;
+	thread *td = pc->pc_curthread;
+	*pc->pc_errnop = td->td_errno;
+	if (__builtin_expect(old->td_state == TDS_INACTIVE, 0)) {
+		// old exited: its context is never resumed.
+		context_forget(&from);
+		thread_switched_out_dead(old);
+		return;
+	}
+	old->td_ctx = from;
+	old->td_lock.store(pc->pc_switch_lock, std::memory_order_release);
+}
+
+} // namespace
+
+void
+cpu_switch(thread *old, thread *newtd, spinlock *mtx) noexcept
+{
+	pcpu *pc = curpcpu_fast();
+	// newtd may still be switching out on another CPU (it was moved to our
+	// queue before its context was saved): wait for step 4 there.
+	while (newtd->td_lock.load(std::memory_order_acquire) == &blocked_lock)
+		__builtin_ia32_pause();
+	old->td_errno = *pc->pc_errnop;
+	pc->pc_switch_from = old;
+	pc->pc_switch_lock = mtx;
+	pc->pc_curthread = newtd;
+	pc->pc_cnt_switches++;
+	newtd->td_switches++;
+	context from = context_resume(&newtd->td_ctx);
+	cpu_switch_finish(from);
+}
+
+void
+thread_entry(context from) noexcept
+{
+	cpu_switch_finish(from);
+	// Like fork_exit(): we hold our CPU's run-queue lock, handed over by
+	// the switch, inside the spinlock section the thread was created with.
+	thread *td = curthread_fast();
+	thread_unlock(td);
+	try {
+		td->td_entry(td->td_arg);
+	} catch (const std::exception &e) {
+		panic("uncaught exception in thread \"%s\" (tid %d): %s",
+		    td->td_name, td->td_tid, e.what());
+	} catch (...) {
+		panic("uncaught exception in thread \"%s\" (tid %d)",
+		    td->td_name, td->td_tid);
+	}
+	thread_exit();
+}
+
+void
+mi_switch(int flags) noexcept
+{
+	thread *td = curthread_fast();
+	if (__builtin_expect(td->td_spinlock_count != 1 || td->td_critnest != 1, 0))
+		panic("mi_switch: switch in a critical section: thread \"%s\" "
+		    "(tid %d) critnest %d spinlock count %d",
+		    td->td_name, td->td_tid, td->td_critnest,
+		    td->td_spinlock_count);
+	sched_switch(td, flags);
+	// Running again, maybe on another CPU, holding its run-queue lock,
+	// which is now our container lock.
+	thread_unlock(td);
+}
+
+} // namespace usmp
