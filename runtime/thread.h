@@ -12,8 +12,14 @@
 // any switch (yield, a blocking lock, a sleep, a preemption), and the compiler
 // may keep the address of a thread_local across such a call.  Use
 // thread_local data only between sched_pin() and sched_unpin() (sched/sched.h),
-// or inside a critical section; errno is the one exception: it is saved and
-// restored with the green thread at every switch.
+// or inside a critical section.
+//
+// errno is saved and restored with the green thread at every switch, so its
+// value follows the thread from CPU to CPU.  But errno is a thread_local
+// too: within one function the compiler may keep its address across a call
+// that switched, and then read the old CPU's errno.  Read errno right after
+// the call that set it (the usual habit), or in a function of its own after
+// a call that may switch, or pin.
 #pragma once
 
 #include <atomic>
