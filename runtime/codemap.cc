@@ -828,15 +828,15 @@ find_range(const codemap *m, uintptr_t pc) noexcept
 	size_t n = m->cm_lo.size();
 	if (n == 0 || pc < lo[0] || pc >= m->cm_hi.data()[n - 1])
 		return -1;
-	// The last range with lo <= pc.
-	size_t a = 0, b = n;
-	while (b - a > 1) {
-		size_t mid = a + (b - a) / 2;
-		if (lo[mid] <= pc)
-			a = mid;
-		else
-			b = mid;
+	// The last range with lo <= pc, by a branch-free binary search (the
+	// interrupted PCs are random: branches would mispredict).
+	const uintptr_t *base = lo;
+	while (n > 1) {
+		size_t half = n / 2;
+		base = base[half] <= pc ? base + half : base;
+		n -= half;
 	}
+	size_t a = size_t(base - lo);
 	return pc < m->cm_hi.data()[a] ? ptrdiff_t(a) : -1;
 }
 

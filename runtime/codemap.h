@@ -21,8 +21,9 @@
 //     named usmp_*;
 //   - usmp code in headers that the compiler inlines into application
 //     functions is indistinguishable from them: it must be safe to interrupt
-//     at any instruction, or run inside a critical section (the handler
-//     checks td_critnest before it asks the code map).
+//     at any instruction, or run inside a critical section.  The code map is
+//     therefore the handler's second test, never its only one: it defers
+//     first whenever td_critnest or the spinlock count is non-zero.
 #pragma once
 
 #include <cstddef>
