@@ -85,17 +85,22 @@
 // application function is part of that function (runtime/codemap.h states
 // the rule this puts on usmp's headers).  A static C library other than
 // those detected above is indistinguishable from application C code: link
-// it dynamically.  Objects opened later with dlopen() are not in the map, so
-// they are "unknown" and, like every shared object, not preemptible.
+// it dynamically.  So are the file-local functions of a C++ library outside
+// any namespace: Catch2's benchmark statistics (erf_inv, standard_deviation
+// in a top-level anonymous namespace) count as app, harmlessly, as they
+// are pure arithmetic.  Objects opened later with dlopen() are not in the
+// map, so they are "unknown" and, like every shared object, not
+// preemptible.
 //
 // The protocol:
 //  1. codemap_init(), serialised by init_lock, collects the text segments of
 //     every object with dl_iterate_phdr() and finds the executable by
 //     getauxval(AT_PHDR).
-//  2. It maps /proc/self/exe, checks that its PT_LOAD headers match the
-//     loaded ones, classifies every defined FUNC symbol, and turns the
-//     symbols into ranges at link-time address + load bias, clipped to the
-//     executable's text.
+//  2. It maps /proc/self/exe (for "ld.so ./prog", which makes that the
+//     loader, the file /proc/self/maps shows at the executable's text),
+//     checks that its PT_LOAD headers match the loaded ones, classifies
+//     every defined FUNC symbol, and turns the symbols into ranges at
+//     link-time address + load bias, clipped to the executable's text.
 //  3. A sweep over the range ends yields sorted, disjoint ranges, each of
 //     the highest-priority class covering it (enum cm_class order, app
 //     last), adjacent equal ranges merged.
@@ -179,7 +184,7 @@ struct codemap {
 	std::string cm_names;	// NUL-separated basenames
 	const char *cm_note = nullptr;	// null or cm_notebuf
 	char cm_notebuf[192] = {};
-	// Whether the executable was classified at all (false: wholly excluded).
+	// False when the executable is wholly excluded.
 	bool cm_classified = false;
 };
 
@@ -303,10 +308,10 @@ classify_unscoped(const char *p) noexcept
 	if ((id = source_name(&p, &len)) != nullptr)
 		return classify_outer(id, len);
 	if (p[0] >= 'a' && p[0] <= 'z' && p[1] != '\0') {
-		// Global operator new, new[], delete, delete[] (every overload):
-		// an allocator if the executable replaces them.
-		if (std::strncmp(p, "nw", 2) == 0 || std::strncmp(p, "na", 2) == 0 ||
-		    std::strncmp(p, "dl", 2) == 0 || std::strncmp(p, "da", 2) == 0)
+		// Global operator new, new[], delete, delete[] (every
+		// overload): an allocator if the executable replaces them.
+		if ((p[0] == 'n' && (p[1] == 'w' || p[1] == 'a')) ||
+		    (p[0] == 'd' && (p[1] == 'l' || p[1] == 'a')))
 			return CM_ALLOC;
 		return CM_APP;	// other global operators, literal operators
 	}
@@ -336,7 +341,8 @@ bool
 in_list(const char *s, size_t len, const char *const *list) noexcept
 {
 	for (; *list != nullptr; list++)
-		if (std::strlen(*list) == len && std::memcmp(s, *list, len) == 0)
+		if (std::strlen(*list) == len &&
+		    std::memcmp(s, *list, len) == 0)
 			return true;
 	return false;
 }
@@ -390,8 +396,8 @@ classify_c(const char *name) noexcept
 	if (dot != nullptr && (starts_with(dot, ".module_ctor") ||
 	    starts_with(dot, ".module_dtor")))
 		return CM_RUNTIME;
-	if (in_list(name, len, library_names) || starts_with(name, "io_uring_") ||
-	    starts_with(name, "hwloc_"))
+	if (in_list(name, len, library_names) ||
+	    starts_with(name, "io_uring_") || starts_with(name, "hwloc_"))
 		return CM_LIBRARY;
 	if (in_list(name, len, allocator_names))
 		return CM_ALLOC;
@@ -433,12 +439,14 @@ int
 phdr_callback(struct dl_phdr_info *info, size_t, void *arg) noexcept
 {
 	auto *w = static_cast<phdr_walk *>(arg);
-	bool is_exe = reinterpret_cast<uintptr_t>(info->dlpi_phdr) == w->at_phdr;
+	bool is_exe =
+	    reinterpret_cast<uintptr_t>(info->dlpi_phdr) == w->at_phdr;
+	const char *dlname = info->dlpi_name != nullptr ? info->dlpi_name : "";
 
 	try {
 		size_t name = NO_NAME;
 		if (!is_exe) {
-			const char *n = info->dlpi_name != nullptr ? info->dlpi_name : "";
+			const char *n = dlname;
 			const char *slash = std::strrchr(n, '/');
 			if (slash != nullptr)
 				n = slash + 1;
@@ -450,7 +458,7 @@ phdr_callback(struct dl_phdr_info *info, size_t, void *arg) noexcept
 		} else {
 			w->exe->found = true;
 			w->exe->bias = info->dlpi_addr;
-			w->exe->path = info->dlpi_name != nullptr ? info->dlpi_name : "";
+			w->exe->path = dlname;
 			w->exe->phdrs.assign(info->dlpi_phdr,
 			    info->dlpi_phdr + info->dlpi_phnum);
 		}
@@ -497,8 +505,8 @@ struct file_map {
 			::close(fd);
 			return false;
 		}
-		void *p = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_PRIVATE,
-		    fd, 0);
+		void *p = mmap(nullptr, size_t(st.st_size), PROT_READ,
+		    MAP_PRIVATE, fd, 0);
 		::close(fd);
 		if (p == MAP_FAILED)
 			return false;
@@ -623,8 +631,8 @@ read_symbols(const file_map &f, const exe_image &exe, uint32_t type,
 
 		if (stt == STT_FILE) {
 			size_t n = std::strlen(name);
-			toolchain_file = (n >= 2 && std::strcmp(name + n - 2, ".o") == 0) ||
-			    std::strcmp(name, "crtstuff.c") == 0;
+			toolchain_file = std::strcmp(name, "crtstuff.c") == 0 ||
+			    (n >= 2 && std::strcmp(name + n - 2, ".o") == 0);
 			continue;
 		}
 		if (stt != STT_FUNC && stt != STT_GNU_IFUNC)
@@ -640,8 +648,9 @@ read_symbols(const file_map &f, const exe_image &exe, uint32_t type,
 
 		cm_class cls;
 		if (stt == STT_GNU_IFUNC)
-			cls = CM_SPECIAL;	// the resolver, run by the loader
-		else if (toolchain_file && ELF64_ST_BIND(s.st_info) == STB_LOCAL)
+			cls = CM_SPECIAL;	// the resolver, run by ld.so
+		else if (toolchain_file &&
+		    ELF64_ST_BIND(s.st_info) == STB_LOCAL)
 			cls = CM_RUNTIME;
 		else
 			cls = classify(name);
@@ -652,7 +661,8 @@ read_symbols(const file_map &f, const exe_image &exe, uint32_t type,
 			continue;
 		// Clip to the executable's text.
 		for (const text_seg &t : exe.text) {
-			uintptr_t l = std::max(lo, t.lo), h = std::min(hi, t.hi);
+			uintptr_t l = std::max(lo, t.lo);
+			uintptr_t h = std::min(hi, t.hi);
 			if (l < h)
 				out.push_back({l, h, cls});
 		}
@@ -749,8 +759,8 @@ mapped_file(uintptr_t addr)
 		pos = eol + 1;
 		unsigned long lo, hi;
 		int off = 0;
-		if (std::sscanf(line.c_str(), "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi,
-		    &off) < 2 || off == 0)
+		if (std::sscanf(line.c_str(), "%lx-%lx %*s %*s %*s %*s %n",
+		    &lo, &hi, &off) < 2 || off == 0)
 			continue;
 		if (addr >= lo && addr < hi) {
 			if (line[size_t(off)] == '/')
