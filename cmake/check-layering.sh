@@ -21,16 +21,24 @@ set -euo pipefail
 LAYERS=(runtime sched sync interrupts apps tests)
 LIBRARY=(runtime sched sync interrupts)
 
-# Rule 2 exceptions: "<including file glob>|<included header>", one per line.
-# Keep this list short and say why each entry is here.
+# Rule 2 exceptions, the one allowlist: "<component> <internal header>", one
+# pair a line: files of <component>/ (and tests/<component>/) may include that
+# header of another component.  Every entry must also be named on the first
+# line of the header itself ("Private to runtime/, sched/ and sync/: ..."),
+# which the check verifies, so the list and the headers cannot drift apart.
 ALLOW_INTERNAL='
-sched/*|runtime/internal/spinlock.h
-sync/*|runtime/internal/spinlock.h
+sched runtime/internal/spinlock.h
+sync  runtime/internal/spinlock.h
+sched runtime/internal/seam.h
+sched runtime/internal/curthread.h
 '
-# (The raw spin lock under the scheduler: run-queue and thread locks are
-# spinlocks, and sync/'s spin_mutex and turnstiles take them; see the header's
-# first line.)  Tests are white-box: tests/<component>/ may include
-# <component>/internal/ (and what that component itself may include).
+# Why: spinlock.h is the raw spin lock under the scheduler (run-queue and
+# thread locks are spinlocks; sync/'s spin_mutex and turnstiles take them).
+# seam.h is DESIGN.md's one narrow seam between runtime/ and sched/ (the
+# switch and the choice of the next thread), and curthread.h the fast
+# curthread() the scheduler's hot paths need.  Tests are white-box besides:
+# tests/<component>/ may include <component>/internal/ and what
+# <component>/ itself may include.
 
 # Rule 3: "<include pattern (ERE)> <the one file allowed, or a directory/>".
 # A directory (trailing /) means: at most one file, and it lies there.
@@ -40,122 +48,123 @@ THIRD_PARTY='
 ^liburing(\.h|/)      interrupts/
 '
 
-layer_rank() {
-	local i
-	for i in "${!LAYERS[@]}"; do
-		if [[ ${LAYERS[$i]} == "$1" ]]; then
-			echo "$i"
-			return
-		fi
-	done
-	echo -1
-}
+declare -A RANK=()
+for i in "${!LAYERS[@]}"; do
+	RANK[${LAYERS[$i]}]=$i
+done
+declare -A IS_LIBRARY=()
+for c in "${LIBRARY[@]}"; do
+	IS_LIBRARY[$c]=1
+done
+declare -A ALLOWED=() # "<component> <header>" -> 1
+while read -r c h; do
+	[[ -n ${c:-} ]] && ALLOWED["$c $h"]=1
+done <<<"$ALLOW_INTERNAL"
+TP_PATS=()
+TP_WANT=()
+while read -r pat want; do
+	[[ -z ${pat:-} ]] && continue
+	TP_PATS+=("$pat")
+	TP_WANT+=("$want")
+done <<<"$THIRD_PARTY"
 
-is_library() {
-	local c
-	for c in "${LIBRARY[@]}"; do
-		[[ $c == "$1" ]] && return 0
-	done
-	return 1
-}
-
-internal_allowed() { # file included
-	local file=$1 inc=$2 line pat hdr
-	while IFS= read -r line; do
-		[[ -z $line ]] && continue
-		pat=${line%%|*}
-		hdr=${line#*|}
-		# shellcheck disable=SC2053
-		if [[ $file == $pat && $inc == "$hdr" ]]; then
-			return 0
-		fi
-	done <<<"$ALLOW_INTERNAL"
-	return 1
-}
+INCLUDE_RE='^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]([^>"]+)[>"]'
 
 # check ROOT: prints violations, returns 1 if any.
 check() {
 	local root=$1 bad=0 nfiles=0
-	local -A third_users=()
-	local f rel comp sub line lineno text inc icomp frank irank owner
+	local -a files=()
+	local -A users=()    # third-party pattern index -> "file:line ..."
+	local -A nusers=()   # pattern index -> distinct including files
+	local -A firstline_ok=()
+	local f rel comp sub as line lineno text inc icomp i first
 
-	while IFS= read -r -d '' f; do
-		rel=${f#"$root"/}
-		comp=${rel%%/*}
-		frank=$(layer_rank "$comp")
-		# Where rule 2 treats a test: tests/<component>/ is <component>.
-		sub=""
-		if [[ $comp == tests ]]; then
-			sub=${rel#tests/}
-			sub=${sub%%/*}
-		fi
-		nfiles=$((nfiles + 1))
-		while IFS= read -r line; do
-			lineno=${line%%:*}
-			text=${line#*:}
-			inc=$(sed -E 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]([^>"]+)[>"].*/\1/' <<<"$text")
-			icomp=${inc%%/*}
-			irank=$(layer_rank "$icomp")
-			if [[ $inc == */* && $irank -ge 0 ]]; then
-				# Rule 1: layers.
-				if ((irank > frank)); then
-					echo "$rel:$lineno: layering: $comp/ may not include $icomp/: $text"
-					bad=1
-				fi
-				# Rule 2: internal headers.
-				if [[ $inc == */internal/* && $icomp != "$comp" ]]; then
-					if internal_allowed "$rel" "$inc"; then
-						:
-					elif [[ $comp == tests && ($icomp == "$sub" ||
-					    $inc == runtime/internal/spinlock.h) ]]; then
-						:
-					else
-						echo "$rel:$lineno: internal: $inc is private to $icomp/: $text"
-						bad=1
-					fi
-				fi
-			fi
-			# Rule 3: third-party libraries, in the library only.
-			if is_library "$comp"; then
-				local pat want
-				while read -r pat want; do
-					[[ -z $pat ]] && continue
-					if [[ $inc =~ $pat ]]; then
-						third_users[$pat]+="$rel:$lineno "
-					fi
-				done <<<"$THIRD_PARTY"
-			fi
-		done < <(grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]' "$f" || true)
-	done < <(find "$root" \( -path "$root/build*" -o -path "$root/.git" -o -path "$root/tests/consumer" \) -prune -o \
+	mapfile -d '' files < <(find "$root" \
+		\( -path "$root/build*" -o -path "$root/.git" -o -path "$root/tests/consumer" \) -prune -o \
 		-type f \( -name '*.h' -o -name '*.hh' -o -name '*.hpp' -o -name '*.cc' -o -name '*.cpp' -o -name '*.h.in' \) \
 		\( -path "$root/runtime/*" -o -path "$root/sched/*" -o -path "$root/sync/*" -o -path "$root/interrupts/*" \
 		-o -path "$root/apps/*" -o -path "$root/tests/*" \) -print0 | sort -z)
+	nfiles=${#files[@]}
+	((nfiles == 0)) && { echo "layering: no source files under $root"; return 1; }
 
-	local pat want files u ufile nusers
-	while read -r pat want; do
-		[[ -z $pat ]] && continue
-		files=${third_users[$pat]:-}
-		[[ -z $files ]] && continue
-		# Distinct files.
-		nusers=$(tr ' ' '\n' <<<"$files" | sed -E 's/:[0-9]+$//' | grep -v '^$' | sort -u | wc -l)
-		for u in $files; do
+	local prev=""
+	while IFS= read -r line; do
+		# grep -Hn: FILE:LINE:TEXT (file names have no colons here)
+		f=${line%%:*}
+		line=${line#*:}
+		lineno=${line%%:*}
+		text=${line#*:}
+		[[ $text =~ $INCLUDE_RE ]] || continue
+		inc=${BASH_REMATCH[1]}
+		rel=${f#"$root"/}
+		comp=${rel%%/*}
+		# For rule 2, tests/<component>/ acts as <component>.
+		as=$comp
+		if [[ $comp == tests ]]; then
+			sub=${rel#tests/}
+			as=${sub%%/*}
+		fi
+		icomp=${inc%%/*}
+		if [[ $inc == */* && -n ${RANK[$icomp]:-} ]]; then
+			# Rule 1: layers.
+			if ((RANK[$icomp] > RANK[$comp])); then
+				echo "$rel:$lineno: layering: $comp/ may not include $icomp/: $text"
+				bad=1
+			fi
+			# Rule 2: internal headers.
+			if [[ $inc == */internal/* && $icomp != "$comp" && $icomp != "$as" ]]; then
+				if [[ -n ${ALLOWED["$as $inc"]:-} ]]; then
+					# The header's first line must name the includer.
+					if [[ -z ${firstline_ok["$as $inc"]:-} ]]; then
+						first=""
+						[[ -f $root/$inc ]] && IFS= read -r first <"$root/$inc" || true
+						if [[ $first != *"$as/"* ]]; then
+							echo "$rel:$lineno: internal: $inc is allowlisted for $as/, but its first line does not say so: ${first:-<missing>}"
+							bad=1
+						fi
+						firstline_ok["$as $inc"]=1
+					fi
+				else
+					echo "$rel:$lineno: internal: $inc is private to $icomp/ (allowlist in ${BASH_SOURCE[0]##*/}): $text"
+					bad=1
+				fi
+			fi
+		fi
+		# Rule 3: third-party libraries, in the library only.
+		if [[ -n ${IS_LIBRARY[$comp]:-} ]]; then
+			for i in "${!TP_PATS[@]}"; do
+				if [[ $inc =~ ${TP_PATS[$i]} ]]; then
+					users[$i]+="$rel:$lineno "
+					if [[ " ${users[$i]} " != *" $rel:"*" $rel:"* ]]; then
+						nusers[$i]=$((${nusers[$i]:-0} + 1))
+					fi
+				fi
+			done
+		fi
+	done < <(printf '%s\0' "${files[@]}" | xargs -0 grep -HnE '^[[:space:]]*#[[:space:]]*include' || true)
+
+	local want u ufile
+	for i in "${!TP_PATS[@]}"; do
+		[[ -z ${users[$i]:-} ]] && continue
+		want=${TP_WANT[$i]}
+		for u in ${users[$i]}; do
 			ufile=${u%:*}
 			if [[ $want == */ ]]; then
 				[[ $ufile == "$want"* ]] && continue
 			else
 				[[ $ufile == "$want" ]] && continue
 			fi
-			echo "$u: third-party: only $want may include ${pat} (one includer per library)"
+			echo "$u: third-party: only $want may include ${TP_PATS[$i]} (one includer per library)"
 			bad=1
 		done
-		if [[ $want == */ ]] && ((nusers > 1)); then
-			echo "third-party: ${pat} is included by $nusers files under $want, must be one: $files"
+		if [[ $want == */ ]] && ((${nusers[$i]:-0} > 1)); then
+			echo "third-party: ${TP_PATS[$i]} is included by ${nusers[$i]} files, must be one, under $want: ${users[$i]}"
 			bad=1
 		fi
-	done <<<"$THIRD_PARTY"
+	done
 
 	if ((bad)); then
-		echo "layering: violations found in $root (see DESIGN.md, Layers; allowlist in ${BASH_SOURCE[0]})"
+		echo "layering: violations found in $root (rules and allowlist: ${BASH_SOURCE[0]})"
 		return 1
 	fi
 	echo "layering: $nfiles files checked, no violations"
@@ -182,10 +191,12 @@ self_test() {
 
 	reset
 	mk runtime/thread.h '#include "runtime/internal/spinlock.h"'
-	mk runtime/internal/spinlock.h '#include <atomic>'
+	mk runtime/internal/spinlock.h '// Private to runtime/, sched/ and sync/: the raw spin lock.' '#include <atomic>'
+	mk runtime/internal/seam.h '// Private to runtime/ and sched/: the seam.'
 	mk runtime/context.cc '#include <boost/context/fiber.hpp>'
 	mk runtime/topology.cc '#include <hwloc.h>'
-	mk sched/sched.cc '#include "runtime/thread.h"' '#include "runtime/internal/spinlock.h"'
+	mk sched/sched.cc '#include "runtime/thread.h"' '#include "runtime/internal/spinlock.h"' '#include "runtime/internal/seam.h"'
+	mk tests/sched/runq_unit.cc '#include "runtime/internal/seam.h"' '#include "sched/internal/runq.h"'
 	mk sync/mutex.cc '#include "sched/sched.h"' '#include "runtime/internal/spinlock.h"'
 	mk interrupts/ring.cc '#include <liburing.h>' '#include "sync/mutex.h"'
 	mk apps/bench/bench.cc '#include <boost/context/fiber.hpp>' '#include "interrupts/callout.h"'
@@ -217,6 +228,14 @@ self_test() {
 	reset
 	mk sched/bad.cc '#include "runtime/internal/segment.h"'
 	expect "sched/ including a runtime/internal/ header not allowlisted fails" 1
+	reset
+	mk runtime/internal/seam.h '// Private to runtime/: the seam.'
+	mk sched/sched.cc '#include "runtime/internal/seam.h"'
+	expect "an allowlisted header whose first line does not name the includer fails" 1
+	reset
+	mk sync/bad.cc '#include "runtime/internal/seam.h"'
+	mk runtime/internal/seam.h '// Private to runtime/ and sched/: the seam.'
+	expect "sync/ including the runtime/sched seam fails" 1
 	reset
 	mk tests/sync/bad_unit.cc '#include "sched/internal/runq.h"'
 	expect "tests/sync/ including sched/internal/ fails" 1
