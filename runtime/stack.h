@@ -30,7 +30,8 @@ namespace usmp {
 struct segment;
 
 // Locking key: (c) constant while the stack exists; (o) the owner (the
-// cache that holds it, or the thread that runs on it).
+// cache that holds it, or the thread that runs on it); (p) the stack pool's
+// lock (stack.cc), while the stack is in the pool.
 struct stack {
 	char *st_lo = nullptr;        // (c) lowest usable byte
 	char *st_hi = nullptr;        // (c) one past the highest usable byte
@@ -40,13 +41,19 @@ struct stack {
 	stack *st_next = nullptr;     // (o) cache or pool link
 	unsigned st_colour = 0;       // (c) colour index
 	bool st_malloced = false;     // (c) plain malloc'd (no red zones; benchmark baseline)
+	unsigned st_slot = 0;         // (c) index in its arena
+	void *st_arena = nullptr;     // (c) arena it was carved from; null: mapped alone
+	stack *st_chain = nullptr;    // (p) pool: next chain (in a chain's first stack)
+	unsigned st_nchain = 0;       // (p) pool: length of the chain it heads
 };
 
-// One CPU's cache of ready stacks of the default size.  Only its CPU touches
-// it, inside a critical section.
+// One CPU's cache of ready stacks of the default size.  Its CPU uses it
+// inside a critical section, holding sc_lock (uncontended: the only other
+// taker is stack_drain_all(), which empties every CPU's cache).
 struct stack_cache {
-	stack *sc_head = nullptr;
-	unsigned sc_count = 0;
+	spinlock sc_lock;
+	stack *sc_head = nullptr;     // (sc_lock) LIFO: hottest first
+	unsigned sc_count = 0;        // (sc_lock); read racily by stack_get_stats()
 };
 
 // Tunables, set at boot from machine_config (runtime/machine.h).
@@ -55,6 +62,7 @@ struct stack_params {
 	unsigned cache_low = 16;   // an idle CPU refills its cache to this
 	unsigned cache_high = 256; // above this, stack_free() gives back a batch
 	bool malloc_stacks = false; // benchmark baseline: malloc'd, no red zones
+	std::size_t redzone_size = 16 * 1024; // SG_NONE bytes below (and above) a stack
 };
 void stack_configure(const stack_params &p) noexcept;
 const stack_params &stack_config() noexcept;

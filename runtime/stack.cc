@@ -1,0 +1,934 @@
+// Thread stacks (see runtime/stack.h): red-zoned segments carved from
+// arenas, cached per CPU.
+//
+// Vocabulary.  An *arena* is one mapping cut into slots for stacks of the
+// default size, every slot between two red zones that it shares with its
+// neighbours:
+//
+//     | rz | slot 0 | rz | slot 1 | rz | ... | slot n-1 | rz |
+//
+// made by one segattachv() (runtime/segment.h): one mmap, one
+// MADV_GUARD_INSTALL per red zone (no VMA is split; with the mprotect
+// fallback each red zone costs two VMAs, so vm.max_map_count, 65530, caps the
+// stacks near 32k), and one update of the segment table for all 2n + 1
+// segments.  Each slot is an SG_STACK segment whose owner is its descriptor;
+// each red zone's owner is the stack above it (the one that overflows into
+// it), or for the topmost, the stack below.  A slot is *cold* while it has
+// no descriptor (never used, or its pages were given back with
+// MADV_DONTNEED); *carving* a slot writes its descriptor, the first touch of
+// its top page, which the thread would make anyway.
+//
+// Where a stack can be, and who may touch it there:
+//   in use      its thread (st_owner)
+//   cached      a CPU's stack_cache: that CPU, in a critical section, holding
+//               sc_lock; stack_drain_all() from any thread, holding sc_lock
+//   pooled      the global pool: g_pool.lock
+//   zombie      waiting to go back to the system (odd sizes, stacks of an
+//               older geometry): g_pool.lock
+//
+// The problem: thread create and exit are hot, and a fresh red-zoned stack
+// costs 12-25 µs of mmap and mprotect here against 0.2 µs for a system call
+// and 2 µs for a page's first touch.  Rejected: a segattach() per stack (three
+// segments, three table updates, a VMA split per red zone); a plain free list
+// under one lock (every CPU's create and exit would meet on it).
+//
+// The protocol:
+//  1. stack_alloc() on a CPU pops its cache with no system call and no
+//     shared write but the uncontended sc_lock.  An empty cache takes a
+//     chain from the pool (one pop under g_pool.lock), else carves up to a
+//     batch of cold slots of an arena, else maps a new arena: the system
+//     calls and page touches are made holding no lock and outside the
+//     critical section.
+//  2. stack_free() pushes onto the CPU's cache; above cache_high it cuts the
+//     cache back to cache_low and gives the rest to the pool as one chain.
+//     It never makes a system call, never sleeps and takes only spin locks
+//     (sc_lock, then g_pool.lock), so it may be called with spin locks held
+//     (the exiting thread's stack is freed from the switch path).  Stacks it
+//     cannot cache (odd sizes, an older geometry) become zombies, unmapped
+//     by the next stack_alloc(), stack_cache_trim() or stack_drain_all().
+//  3. Foreign OS threads have no cache: they take from and give to the pool.
+//  4. Giving stacks back to the system (stack_cache_trim() when the pool is
+//     over its high-water mark, stack_drain_all()) is serialised by
+//     g_release_mtx: each stack's slot is marked releasing and its arena's
+//     live count dropped under g_pool.lock; then, holding no spin lock, an
+//     arena left with no live slot is detached and unmapped whole, and the
+//     other slots get MADV_DONTNEED; then, under g_pool.lock again, those
+//     slots become cold (carvable) only now that their pages are gone.
+//
+// Lock order: sc_lock -> g_pool.lock; g_release_mtx -> g_pool.lock; the
+// segment table's lock is taken with none of these held.  On a CPU,
+// g_pool.lock and sc_lock are held inside a critical section (so the holder
+// is never preempted); they are not taken from filters or signal handlers,
+// so the spinlock section of runtime/internal/spinlock.h is not needed.
+//
+// Colours: st_top lies a colour * 256 bytes below the descriptor, the
+// colour cycling over 16 as stacks are carved, so the top frames of the
+// threads spread over 4 KiB of cache sets.
+#include "runtime/stack.h"
+
+#include <malloc.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+
+#include "runtime/critical.h"
+#include "runtime/panic.h"
+#include "runtime/pcpu.h"
+#include "runtime/segment.h"
+#include "runtime/thread.h"
+
+namespace usmp {
+
+namespace {
+
+constexpr unsigned NCOLOURS = 16;
+constexpr std::size_t COLOUR_STEP = 256;
+constexpr unsigned ARENA_MAX_SLOTS = 64;        // a_cold is a 64-bit map
+constexpr std::size_t ARENA_TARGET = 8u << 20;  // address space per arena
+
+const std::size_t g_pagesz = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+
+std::size_t
+round_page(std::size_t n) noexcept
+{
+	return (n + g_pagesz - 1) & ~(g_pagesz - 1);
+}
+
+uintptr_t
+align_down(uintptr_t v, std::size_t a) noexcept
+{
+	return v & ~(static_cast<uintptr_t>(a) - 1);
+}
+
+// A batch of stack slots.  Locking key: (c) constant; (p) g_pool.lock;
+// (r) g_release_mtx.
+struct stk_arena {
+	char *a_base = nullptr;      // (c) the mapping
+	std::size_t a_len = 0;       // (c)
+	std::size_t a_usable = 0;    // (c) usable bytes of a slot
+	std::size_t a_rz = 0;        // (c) red-zone bytes
+	unsigned a_nslots = 0;       // (c)
+	uint64_t a_cold = 0;         // (p) slots without a descriptor
+	uint64_t a_releasing = 0;    // (p) slots going back to the system
+	unsigned a_live = 0;         // (p) slots with a descriptor
+	bool a_oncold = false;       // (p) on g_pool.p_cold
+	stk_arena *a_cnext = nullptr; // (p) arenas with cold slots
+	stk_arena *a_cprev = nullptr;
+	stk_arena *a_rnext = nullptr; // (r) arenas touched by one release
+	bool a_rmark = false;        // (r)
+
+	char *slot_lo(unsigned i) const noexcept
+	{
+		return a_base + a_rz + i * (a_rz + a_usable);
+	}
+};
+
+// The geometry of default-size stacks.  (c) after stack_configure().
+struct stk_geometry {
+	std::size_t g_usable;   // usable bytes of a default stack
+	std::size_t g_rz;       // red-zone bytes
+	unsigned g_nslots;      // slots per arena
+	unsigned g_batch;       // stacks moved between a cache and the pool
+	std::size_t g_poolhigh; // the pool gives back above this
+};
+
+stk_geometry
+make_geometry(const stack_params &p) noexcept
+{
+	stk_geometry g;
+	g.g_usable = round_page(std::max<std::size_t>(p.default_size, 2 * g_pagesz));
+	g.g_rz = round_page(std::max<std::size_t>(p.redzone_size, g_pagesz));
+	std::size_t stride = g.g_usable + g.g_rz;
+	std::size_t n = ARENA_TARGET / stride;
+	g.g_nslots = static_cast<unsigned>(std::clamp<std::size_t>(n, 1,
+	    ARENA_MAX_SLOTS));
+	unsigned b = p.cache_low != 0 ? p.cache_low : 16;
+	g.g_batch = std::clamp(b, 1u, std::max(1u, std::min(64u, p.cache_high)));
+	g.g_poolhigh = std::max<std::size_t>(p.cache_high, g.g_batch);
+	return g;
+}
+
+stack_params g_params;
+stk_geometry g_geom = make_geometry(stack_params{});
+
+// The global pool.  Chains (lists linked by st_next whose first stack holds
+// the chain's length and the next chain) move to and from CPU caches in
+// O(1); single stacks freed by foreign threads collect in p_loose until
+// they make a batch.
+struct stk_pool {
+	spinlock lock;
+	stack *p_chains = nullptr;   // (lock)
+	std::size_t p_nchained = 0;  // (lock) stacks in p_chains
+	stack *p_loose = nullptr;    // (lock)
+	unsigned p_nloose = 0;       // (lock)
+	stack *p_zombies = nullptr;  // (lock)
+	std::size_t p_nzombies = 0;  // (lock)
+	stk_arena *p_cold = nullptr; // (lock) arenas with cold slots
+};
+stk_pool g_pool;
+
+std::mutex g_release_mtx;
+std::atomic<std::size_t> g_nlive{0};   // stacks with a descriptor
+std::atomic<std::size_t> g_nzombie_hint{0}; // racy copy of p_nzombies
+std::atomic<unsigned> g_colour{0};
+
+// Hold g_pool.lock, inside a critical section on a CPU.
+class pool_guard {
+public:
+	pool_guard() noexcept : oncpu_(curpcpu() != nullptr)
+	{
+		if (oncpu_)
+			critical_enter();
+		g_pool.lock.lock();
+	}
+	~pool_guard()
+	{
+		g_pool.lock.unlock();
+		if (oncpu_)
+			critical_exit();
+	}
+	pool_guard(const pool_guard &) = delete;
+	pool_guard &operator=(const pool_guard &) = delete;
+
+private:
+	bool oncpu_;
+};
+
+// ---- Descriptors.
+
+stack *
+desc_of(char *lo, std::size_t usable) noexcept
+{
+	return reinterpret_cast<stack *>(align_down(
+	    reinterpret_cast<uintptr_t>(lo + usable - sizeof(stack)), 64));
+}
+
+stack *
+stack_init(char *lo, std::size_t usable, stk_arena *a, unsigned slot,
+    bool malloced) noexcept
+{
+	stack *st = ::new (desc_of(lo, usable)) stack;
+	st->st_lo = lo;
+	st->st_hi = lo + usable;
+	st->st_size = usable;
+	unsigned c = g_colour.fetch_add(1, std::memory_order_relaxed) % NCOLOURS;
+	st->st_colour = c;
+	st->st_top = reinterpret_cast<char *>(align_down(
+	    reinterpret_cast<uintptr_t>(st), COLOUR_STEP) - c * COLOUR_STEP);
+	st->st_arena = a;
+	st->st_slot = slot;
+	st->st_malloced = malloced;
+	return st;
+}
+
+// ---- Arenas.
+
+void
+cold_insert(stk_arena *a) noexcept
+{
+	if (a->a_oncold)
+		return;
+	a->a_oncold = true;
+	a->a_cprev = nullptr;
+	a->a_cnext = g_pool.p_cold;
+	if (a->a_cnext != nullptr)
+		a->a_cnext->a_cprev = a;
+	g_pool.p_cold = a;
+}
+
+void
+cold_remove(stk_arena *a) noexcept
+{
+	if (!a->a_oncold)
+		return;
+	a->a_oncold = false;
+	if (a->a_cprev != nullptr)
+		a->a_cprev->a_cnext = a->a_cnext;
+	else
+		g_pool.p_cold = a->a_cnext;
+	if (a->a_cnext != nullptr)
+		a->a_cnext->a_cprev = a->a_cprev;
+	a->a_cnext = a->a_cprev = nullptr;
+}
+
+// Claim up to n cold slots of a (g_pool.lock held).  Returns the slot map.
+uint64_t
+arena_claim(stk_arena *a, unsigned n) noexcept
+{
+	uint64_t got = 0;
+	for (unsigned k = 0; k < n && a->a_cold != 0; k++) {
+		uint64_t bit = a->a_cold & -a->a_cold;
+		a->a_cold &= ~bit;
+		got |= bit;
+	}
+	a->a_live += static_cast<unsigned>(__builtin_popcountll(got));
+	g_nlive.fetch_add(__builtin_popcountll(got), std::memory_order_relaxed);
+	if (a->a_cold == 0)
+		cold_remove(a);
+	return got;
+}
+
+// Write the descriptors of the claimed slots (no lock: the slots are ours).
+// Returns them as a list; *np receives its length.
+stack *
+arena_carve(stk_arena *a, uint64_t slots, unsigned *np) noexcept
+{
+	stack *head = nullptr;
+	unsigned n = 0;
+	// Highest slot first, so the list hands out the lowest first.
+	while (slots != 0) {
+		unsigned i = 63 - static_cast<unsigned>(__builtin_clzll(slots));
+		slots &= ~(uint64_t{1} << i);
+		stack *st = stack_init(a->slot_lo(i), a->a_usable, a, i, false);
+		st->st_next = head;
+		head = st;
+		n++;
+	}
+	*np = n;
+	return head;
+}
+
+void
+arena_prepare(seg_spec *v, std::size_t n, void *) noexcept
+{
+	// v: rz, slot, rz, slot, ..., slot, rz.  A red zone belongs to the
+	// stack above it; the topmost to the stack below.
+	for (std::size_t i = 1; i < n; i += 2)
+		v[i].ss_owner = desc_of(static_cast<char *>(v[i].ss_addr),
+		    v[i].ss_len);
+	for (std::size_t i = 0; i + 1 < n; i += 2)
+		v[i].ss_owner = v[i + 1].ss_owner;
+	v[n - 1].ss_owner = v[n - 2].ss_owner;
+}
+
+// Map a new arena of the current geometry, every slot cold.  No lock held.
+stk_arena *
+arena_map() noexcept
+{
+	const stk_geometry g = g_geom;
+	stk_arena *a = static_cast<stk_arena *>(std::malloc(sizeof(stk_arena)));
+	if (a == nullptr)
+		return nullptr;
+	::new (a) stk_arena;
+	std::size_t n = 2 * g.g_nslots + 1;
+	seg_spec v[2 * ARENA_MAX_SLOTS + 1];
+	for (std::size_t i = 0; i < n; i++) {
+		bool rz = (i % 2) == 0;
+		v[i].ss_flags = rz ? SG_STACK | SG_NONE : SG_STACK;
+		v[i].ss_len = rz ? g.g_rz : g.g_usable;
+		v[i].ss_name = rz ? "stack redzone" : "stack";
+	}
+	if (segattachv(v, n, arena_prepare, nullptr) != 0) {
+		std::free(a);
+		return nullptr;
+	}
+	a->a_base = static_cast<char *>(v[0].ss_addr);
+	a->a_len = g.g_nslots * (g.g_usable + g.g_rz) + g.g_rz;
+	a->a_usable = g.g_usable;
+	a->a_rz = g.g_rz;
+	a->a_nslots = g.g_nslots;
+	a->a_cold = g.g_nslots == 64 ? ~uint64_t{0} :
+	    (uint64_t{1} << g.g_nslots) - 1;
+	return a;
+}
+
+// ---- The pool.
+
+// Push a chain of n stacks (g_pool.lock held).
+void
+pool_put_chain_locked(stack *chain, unsigned n) noexcept
+{
+	chain->st_nchain = n;
+	chain->st_chain = g_pool.p_chains;
+	g_pool.p_chains = chain;
+	g_pool.p_nchained += n;
+}
+
+void
+pool_put_loose_locked(stack *st) noexcept
+{
+	st->st_next = g_pool.p_loose;
+	g_pool.p_loose = st;
+	if (++g_pool.p_nloose >= g_geom.g_batch) {
+		pool_put_chain_locked(g_pool.p_loose, g_pool.p_nloose);
+		g_pool.p_loose = nullptr;
+		g_pool.p_nloose = 0;
+	}
+}
+
+// Get a list of 1 to `want` (or a whole pooled chain of) default stacks:
+// step 1's slow path.  No lock held on entry; may map.  Null if out of
+// memory.
+stack *
+pool_take(unsigned want, unsigned *np) noexcept
+{
+	stk_arena *a = nullptr;
+	uint64_t slots = 0;
+	{
+		pool_guard pg;
+		if (want == 1 && g_pool.p_loose != nullptr) {
+			stack *st = g_pool.p_loose;
+			g_pool.p_loose = st->st_next;
+			g_pool.p_nloose--;
+			st->st_next = nullptr;
+			*np = 1;
+			return st;
+		}
+		if (g_pool.p_chains != nullptr) {
+			stack *c = g_pool.p_chains;
+			g_pool.p_chains = c->st_chain;
+			g_pool.p_nchained -= c->st_nchain;
+			*np = c->st_nchain;
+			return c;
+		}
+		if (g_pool.p_loose != nullptr) {
+			stack *c = g_pool.p_loose;
+			*np = g_pool.p_nloose;
+			g_pool.p_loose = nullptr;
+			g_pool.p_nloose = 0;
+			return c;
+		}
+		if ((a = g_pool.p_cold) != nullptr)
+			slots = arena_claim(a, want);
+	}
+	if (a == nullptr) {
+		if ((a = arena_map()) == nullptr)
+			return nullptr;
+		pool_guard pg;
+		slots = arena_claim(a, want);
+		if (a->a_cold != 0)
+			cold_insert(a);
+	}
+	return arena_carve(a, slots, np);
+}
+
+// ---- CPU caches.
+
+// Cut c back to `keep` stacks; return the rest (*np of them) or null.
+// sc_lock held.
+stack *
+cache_cut(stack_cache *c, unsigned keep, unsigned *np) noexcept
+{
+	if (c->sc_count <= keep)
+		return nullptr;
+	*np = c->sc_count - keep;
+	stack *excess;
+	if (keep == 0) {
+		excess = c->sc_head;
+		c->sc_head = nullptr;
+	} else {
+		stack *st = c->sc_head;
+		for (unsigned i = 1; i < keep; i++)
+			st = st->st_next;
+		excess = st->st_next;
+		st->st_next = nullptr;
+	}
+	c->sc_count = keep;
+	return excess;
+}
+
+// Put a list of n stacks on the current CPU's cache, the excess over
+// cache_high to the pool.  Context: on a CPU, in a critical section.
+void
+cache_put_list(pcpu *pc, stack *list, unsigned n) noexcept
+{
+	stack_cache *c = &pc->pc_stacks;
+	unsigned nx = 0;
+	c->sc_lock.lock();
+	if (c->sc_head == nullptr) {
+		c->sc_head = list;
+	} else {
+		stack *t = list;
+		while (t->st_next != nullptr)
+			t = t->st_next;
+		t->st_next = c->sc_head;
+		c->sc_head = list;
+	}
+	c->sc_count += n;
+	stack *excess = nullptr;
+	if (c->sc_count > g_params.cache_high)
+		excess = cache_cut(c, std::min(g_params.cache_low,
+		    g_params.cache_high), &nx);
+	c->sc_lock.unlock();
+	if (excess != nullptr) {
+		g_pool.lock.lock();
+		pool_put_chain_locked(excess, nx);
+		g_pool.lock.unlock();
+	}
+}
+
+// ---- Giving stacks back to the system (step 4).
+
+// Release a list of stacks (linked by st_next) of arenas.  Requires
+// g_release_mtx; no spin lock held.
+void
+release_arena_stacks(stack *list) noexcept
+{
+	stk_arena *touched = nullptr;
+	stk_arena *dead = nullptr;
+	std::size_t released = 0;
+	{
+		pool_guard pg;
+		for (stack *st = list; st != nullptr; st = st->st_next) {
+			released++;
+			stk_arena *a = static_cast<stk_arena *>(st->st_arena);
+			a->a_releasing |= uint64_t{1} << st->st_slot;
+			a->a_live--;
+			if (!a->a_rmark) {
+				a->a_rmark = true;
+				a->a_rnext = touched;
+				touched = a;
+			}
+		}
+		stk_arena **pp = &touched;
+		while (*pp != nullptr) {
+			stk_arena *a = *pp;
+			if (a->a_live == 0) {
+				cold_remove(a);
+				*pp = a->a_rnext;
+				a->a_rnext = dead;
+				dead = a;
+			} else {
+				pp = &a->a_rnext;
+			}
+		}
+		g_nlive.fetch_sub(released, std::memory_order_relaxed);
+	}
+	for (stk_arena *a = dead, *next; a != nullptr; a = next) {
+		next = a->a_rnext;
+		int error = segdetach_range(a->a_base, a->a_len);
+		if (error != 0)
+			panic("stack_drain_all(): segdetach_range() of stack arena "
+			    "%p (%zu bytes) failed: %d", a->a_base, a->a_len, error);
+		a->~stk_arena();
+		std::free(a);
+	}
+	for (stk_arena *a = touched; a != nullptr; a = a->a_rnext) {
+		uint64_t m = a->a_releasing;
+		while (m != 0) {
+			unsigned i = static_cast<unsigned>(__builtin_ctzll(m));
+			m &= m - 1;
+			madvise(a->slot_lo(i), a->a_usable, MADV_DONTNEED);
+		}
+	}
+	{
+		pool_guard pg;
+		for (stk_arena *a = touched; a != nullptr; a = a->a_rnext) {
+			a->a_cold |= a->a_releasing;
+			a->a_releasing = 0;
+			a->a_rmark = false;
+			cold_insert(a);
+		}
+	}
+}
+
+// Unmap a stack mapped alone (a non-default size).  No lock held.
+void
+release_direct(stack *st) noexcept
+{
+	segment below, above;
+	if (!seg_lookup(st->st_lo - 1, &below) || !seg_lookup(st->st_hi, &above))
+		panic("stack_free(): stack %p-%p has lost its red zones",
+		    st->st_lo, st->st_hi);
+	char *lo = below.base();
+	std::size_t len = static_cast<std::size_t>(above.end() - lo);
+	int error = segdetach_range(lo, len);
+	if (error != 0)
+		panic("stack_free(): segdetach_range() of stack %p-%p failed: %d",
+		    st->st_lo, st->st_hi, error);
+	g_nlive.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// Release a list of stacks of any kind.  Requires g_release_mtx.
+void
+release_list(stack *list) noexcept
+{
+	stack *arena_list = nullptr;
+	for (stack *st = list, *next; st != nullptr; st = next) {
+		next = st->st_next;
+		if (st->st_arena != nullptr) {
+			st->st_next = arena_list;
+			arena_list = st;
+		} else {
+			release_direct(st);
+		}
+	}
+	if (arena_list != nullptr)
+		release_arena_stacks(arena_list);
+}
+
+// Take the zombies out of the pool (to release them).
+stack *
+take_zombies() noexcept
+{
+	pool_guard pg;
+	stack *z = g_pool.p_zombies;
+	g_pool.p_zombies = nullptr;
+	g_pool.p_nzombies = 0;
+	g_nzombie_hint.store(0, std::memory_order_relaxed);
+	return z;
+}
+
+// Release the zombies, unless another thread is releasing already.
+void
+reap_zombies() noexcept
+{
+	std::unique_lock<std::mutex> lk(g_release_mtx, std::try_to_lock);
+	if (!lk.owns_lock())
+		return;
+	if (stack *z = take_zombies())
+		release_list(z);
+}
+
+void
+zombie_put(stack *st) noexcept
+{
+	pool_guard pg;
+	st->st_next = g_pool.p_zombies;
+	g_pool.p_zombies = st;
+	g_pool.p_nzombies++;
+	g_nzombie_hint.store(g_pool.p_nzombies, std::memory_order_relaxed);
+}
+
+// Append list b to list a; returns the head.
+stack *
+list_concat(stack *a, stack *b) noexcept
+{
+	if (a == nullptr)
+		return b;
+	stack *t = a;
+	while (t->st_next != nullptr)
+		t = t->st_next;
+	t->st_next = b;
+	return a;
+}
+
+// ---- malloc'd stacks (the benchmark baseline).
+
+stack *
+malloc_stack_alloc(std::size_t size) noexcept
+{
+	std::size_t want = size == 0 ? g_geom.g_usable : round_page(size);
+	char *p = static_cast<char *>(std::malloc(want));
+	if (p == nullptr)
+		return nullptr;
+	g_nlive.fetch_add(1, std::memory_order_relaxed);
+	return stack_init(p, want, nullptr, 0, true);
+}
+
+// A stack of `want` bytes (more than the default) in a mapping of its own.
+stack *
+direct_alloc(std::size_t want) noexcept
+{
+	const std::size_t rz = g_geom.g_rz;
+	seg_spec v[3];
+	v[0].ss_flags = v[2].ss_flags = SG_STACK | SG_NONE;
+	v[0].ss_len = v[2].ss_len = rz;
+	v[0].ss_name = v[2].ss_name = "stack redzone";
+	v[1].ss_flags = SG_STACK;
+	v[1].ss_len = want;
+	v[1].ss_name = "stack";
+	if (segattachv(v, 3, arena_prepare, nullptr) != 0)
+		return nullptr;
+	g_nlive.fetch_add(1, std::memory_order_relaxed);
+	return stack_init(static_cast<char *>(v[1].ss_addr), want, nullptr, 0,
+	    false);
+}
+
+stack *
+ready(stack *st) noexcept
+{
+	st->st_next = nullptr;
+	st->st_owner = nullptr;
+	st->st_chain = nullptr;
+	st->st_nchain = 0;
+	return st;
+}
+
+} // namespace
+
+// ---- The interface.
+
+void
+stack_configure(const stack_params &p) noexcept
+{
+	stack_params q = p;
+	if (q.cache_high < q.cache_low)
+		q.cache_high = q.cache_low;
+	stk_geometry g = make_geometry(q);
+	bool changed = g.g_usable != g_geom.g_usable || g.g_rz != g_geom.g_rz ||
+	    q.malloc_stacks != g_params.malloc_stacks;
+	// Cached stacks of the old geometry must not be handed out as default
+	// stacks of the new one.
+	if (changed)
+		stack_drain_all();
+	g_params = q;
+	g_geom = g;
+}
+
+const stack_params &
+stack_config() noexcept
+{
+	return g_params;
+}
+
+stack *
+stack_alloc(std::size_t size) noexcept
+{
+	if (g_params.malloc_stacks)
+		return malloc_stack_alloc(size);
+	std::size_t want = size == 0 ? g_geom.g_usable : round_page(size);
+	if (g_nzombie_hint.load(std::memory_order_relaxed) != 0)
+		reap_zombies();
+	if (want > g_geom.g_usable)
+		return direct_alloc(want);
+
+	pcpu *pc = curpcpu();
+	if (pc != nullptr) {
+		critical_enter();
+		pc = curpcpu();
+		stack_cache *c = &pc->pc_stacks;
+		c->sc_lock.lock();
+		stack *st = c->sc_head;
+		if (st != nullptr) {
+			c->sc_head = st->st_next;
+			c->sc_count--;
+		}
+		c->sc_lock.unlock();
+		critical_exit();
+		if (st != nullptr)
+			return ready(st);
+	}
+
+	unsigned n;
+	stack *list = pool_take(pc != nullptr ? g_geom.g_batch : 1, &n);
+	if (list == nullptr)
+		return nullptr;
+	stack *st = list;
+	stack *rest = st->st_next;
+	if (rest != nullptr) {
+		if (pc != nullptr) {
+			critical_enter();
+			cache_put_list(curpcpu(), rest, n - 1);
+			critical_exit();
+		} else {
+			pool_guard pg;
+			pool_put_chain_locked(rest, n - 1);
+		}
+	}
+	return ready(st);
+}
+
+void
+stack_free(stack *st) noexcept
+{
+	if (st == nullptr)
+		return;
+	if (st->st_malloced) {
+		g_nlive.fetch_sub(1, std::memory_order_relaxed);
+		std::free(st->st_lo);
+		return;
+	}
+	st->st_owner = nullptr;
+	if (st->st_arena == nullptr || st->st_size != g_geom.g_usable ||
+	    g_params.malloc_stacks) {
+		zombie_put(st);
+		return;
+	}
+	pcpu *pc = curpcpu();
+	if (pc == nullptr) {
+		pool_guard pg;
+		pool_put_loose_locked(st);
+		return;
+	}
+	critical_enter();
+	pc = curpcpu();
+	stack_cache *c = &pc->pc_stacks;
+	unsigned nx = 0;
+	c->sc_lock.lock();
+	st->st_next = c->sc_head;
+	c->sc_head = st;
+	stack *excess = nullptr;
+	if (++c->sc_count > g_params.cache_high)
+		excess = cache_cut(c, std::min(g_params.cache_low,
+		    g_params.cache_high), &nx);
+	c->sc_lock.unlock();
+	if (excess != nullptr) {
+		g_pool.lock.lock();
+		pool_put_chain_locked(excess, nx);
+		g_pool.lock.unlock();
+	}
+	critical_exit();
+}
+
+void
+stack_cache_refill() noexcept
+{
+	if (g_params.malloc_stacks || curpcpu() == nullptr)
+		return;
+	if (g_nzombie_hint.load(std::memory_order_relaxed) != 0)
+		reap_zombies();
+	critical_enter();
+	unsigned have = curpcpu()->pc_stacks.sc_count;
+	critical_exit();
+	while (have < g_params.cache_low) {
+		unsigned n;
+		stack *list = pool_take(g_params.cache_low - have, &n);
+		if (list == nullptr)
+			return;
+		critical_enter();
+		cache_put_list(curpcpu(), list, n);
+		critical_exit();
+		have += n;
+	}
+}
+
+void
+stack_cache_trim() noexcept
+{
+	pcpu *pc = curpcpu();
+	if (pc != nullptr) {
+		unsigned nx = 0;
+		critical_enter();
+		stack_cache *c = &curpcpu()->pc_stacks;
+		c->sc_lock.lock();
+		stack *excess = cache_cut(c, g_params.cache_high, &nx);
+		c->sc_lock.unlock();
+		if (excess != nullptr) {
+			g_pool.lock.lock();
+			pool_put_chain_locked(excess, nx);
+			g_pool.lock.unlock();
+		}
+		critical_exit();
+	}
+	// The pool gives back to the system above its high-water mark.
+	std::unique_lock<std::mutex> lk(g_release_mtx, std::try_to_lock);
+	if (!lk.owns_lock())
+		return;
+	std::size_t high = g_geom.g_poolhigh *
+	    static_cast<std::size_t>(std::max(1, mp_ncpus()));
+	stack *out = nullptr;
+	{
+		pool_guard pg;
+		while (g_pool.p_nchained + g_pool.p_nloose > high &&
+		    g_pool.p_chains != nullptr) {
+			stack *ch = g_pool.p_chains;
+			g_pool.p_chains = ch->st_chain;
+			g_pool.p_nchained -= ch->st_nchain;
+			out = list_concat(ch, out);
+		}
+		stack *z = g_pool.p_zombies;
+		g_pool.p_zombies = nullptr;
+		g_pool.p_nzombies = 0;
+		g_nzombie_hint.store(0, std::memory_order_relaxed);
+		out = list_concat(z, out);
+	}
+	if (out != nullptr)
+		release_list(out);
+}
+
+void
+stack_drain_all() noexcept
+{
+	std::lock_guard<std::mutex> lk(g_release_mtx);
+	stack *out = nullptr;
+	bool oncpu = curpcpu() != nullptr;
+	for (int cpu = 0;; cpu++) {
+		pcpu *pc = pcpu_find(cpu);
+		if (pc == nullptr)
+			break;
+		if (oncpu)
+			critical_enter();
+		stack_cache *c = &pc->pc_stacks;
+		c->sc_lock.lock();
+		stack *l = c->sc_head;
+		c->sc_head = nullptr;
+		c->sc_count = 0;
+		c->sc_lock.unlock();
+		if (oncpu)
+			critical_exit();
+		out = list_concat(l, out);
+	}
+	{
+		pool_guard pg;
+		while (stack *ch = g_pool.p_chains) {
+			g_pool.p_chains = ch->st_chain;
+			out = list_concat(ch, out);
+		}
+		g_pool.p_nchained = 0;
+		out = list_concat(g_pool.p_loose, out);
+		g_pool.p_loose = nullptr;
+		g_pool.p_nloose = 0;
+		out = list_concat(g_pool.p_zombies, out);
+		g_pool.p_zombies = nullptr;
+		g_pool.p_nzombies = 0;
+		g_nzombie_hint.store(0, std::memory_order_relaxed);
+	}
+	if (out != nullptr)
+		release_list(out);
+	if (g_params.malloc_stacks)
+		malloc_trim(0);
+}
+
+stack_stats
+stack_get_stats() noexcept
+{
+	stack_stats s{};
+	s.mapped = g_nlive.load(std::memory_order_relaxed);
+	for (int cpu = 0;; cpu++) {
+		pcpu *pc = pcpu_find(cpu);
+		if (pc == nullptr)
+			break;
+		s.cached += __atomic_load_n(&pc->pc_stacks.sc_count,
+		    __ATOMIC_RELAXED);
+	}
+	{
+		pool_guard pg;
+		s.pooled = g_pool.p_nchained + g_pool.p_nloose +
+		    g_pool.p_nzombies;
+	}
+	std::size_t idle = s.cached + s.pooled;
+	s.in_use = s.mapped > idle ? s.mapped - idle : 0;
+	return s;
+}
+
+const stack *
+stack_lookup(const void *addr, bool *in_redzone) noexcept
+{
+	segment s;
+	if (!seg_lookup(addr, &s) || !(s.s_flags & SG_STACK))
+		return nullptr;
+	bool rz = (s.s_flags & SG_NONE) != 0;
+	const stack *st = static_cast<const stack *>(s.s_owner);
+	if (!rz) {
+		// A cold slot has no descriptor (its page reads as zeros).
+		if (st == nullptr || st->st_lo != s.base())
+			return nullptr;
+	} else if (st == nullptr ||
+	    (st->st_lo != s.end() && st->st_hi != s.base())) {
+		// The stack above is cold: try the one below.
+		segment b;
+		st = nullptr;
+		if (seg_lookup(s.base() - 1, &b) && (b.s_flags & SG_STACK) &&
+		    !(b.s_flags & SG_NONE)) {
+			const stack *sb = static_cast<const stack *>(b.s_owner);
+			if (sb != nullptr && sb->st_lo == b.base() &&
+			    sb->st_hi == s.base())
+				st = sb;
+		}
+		if (st == nullptr)
+			return nullptr;
+	}
+	if (in_redzone != nullptr)
+		*in_redzone = rz;
+	return st;
+}
+
+} // namespace usmp

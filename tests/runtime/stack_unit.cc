@@ -1,0 +1,409 @@
+// Thread stacks (runtime/stack.h): red-zoned segments from arenas, the
+// per-CPU caches and the pool, colours, drain, and the baseline malloc mode.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <set>
+#include <vector>
+
+#include "runtime/machine.h"
+#include "runtime/pcpu.h"
+#include "runtime/segment.h"
+#include "runtime/stack.h"
+#include "runtime/thread.h"
+#include "sched/sched.h"
+#include "support/death.h"
+
+using namespace usmp;
+
+namespace {
+
+const std::size_t PG = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+
+// Where the stack subsystem stands: what must come back after a drain.
+struct snapshot {
+	std::size_t segs;
+	stack_stats st;
+};
+
+snapshot
+snap()
+{
+	return snapshot{seg_count(), stack_get_stats()};
+}
+
+void
+require_same(const snapshot &a, const snapshot &b)
+{
+	CHECK(a.segs == b.segs);
+	CHECK(a.st.mapped == b.st.mapped);
+	CHECK(a.st.cached == b.st.cached);
+	CHECK(a.st.pooled == b.st.pooled);
+	CHECK(a.st.in_use == b.st.in_use);
+}
+
+// Start each test from empty caches and pool.
+struct fresh {
+	fresh()
+	{
+		stack_configure(stack_params{});
+		stack_drain_all();
+	}
+	~fresh() { stack_drain_all(); }
+};
+
+} // namespace
+
+TEST_CASE("a stack: bounds, descriptor at the top, coloured top, lookup",
+    "[stack]")
+{
+	fresh f;
+	snapshot s0 = snap();
+	CHECK(s0.st.mapped == 0);
+	stack *st = stack_alloc();
+	REQUIRE(st != nullptr);
+	CHECK(st->st_size == stack_config().default_size);
+	CHECK(st->st_hi - st->st_lo == static_cast<long>(st->st_size));
+	CHECK(reinterpret_cast<char *>(st) >= st->st_lo);
+	CHECK(reinterpret_cast<char *>(st + 1) <= st->st_hi);
+	CHECK(reinterpret_cast<char *>(st) + 2 * sizeof(stack) > st->st_hi);
+	CHECK(st->st_top <= reinterpret_cast<char *>(st));
+	CHECK(reinterpret_cast<uintptr_t>(st->st_top) % 256 == 0);
+	CHECK(reinterpret_cast<char *>(st) - st->st_top <
+	    static_cast<long>(16 * 256 + 256));
+	CHECK_FALSE(st->st_malloced);
+	CHECK(st->st_owner == nullptr);
+	std::memset(st->st_lo, 0x5a, static_cast<std::size_t>(st->st_top -
+	    st->st_lo)); // all of it is usable
+
+	stack_stats s = stack_get_stats();
+	CHECK(s.in_use == 1);
+	CHECK(s.mapped >= 1);
+	CHECK(seg_count() > s0.segs); // an arena: red zones and slots
+
+	bool rz = true;
+	CHECK(stack_lookup(st->st_lo, &rz) == st);
+	CHECK_FALSE(rz);
+	CHECK(stack_lookup(st->st_top - 1, &rz) == st);
+	CHECK(stack_lookup(st->st_hi - 1, &rz) == st);
+	CHECK_FALSE(rz);
+	CHECK(stack_lookup(st->st_lo - 1, &rz) == st); // the red zone below
+	CHECK(rz);
+	rz = false;
+	CHECK(stack_lookup(st->st_lo - stack_config().redzone_size, &rz) == st);
+	CHECK(rz);
+	int local;
+	CHECK(stack_lookup(&local, &rz) == nullptr); // an OS thread's stack
+
+	segment seg;
+	REQUIRE(seg_lookup(st->st_lo, &seg));
+	CHECK((seg.s_flags & SG_STACK));
+	CHECK(seg.s_owner == st);
+	REQUIRE(seg_lookup(st->st_lo - 1, &seg));
+	CHECK(seg.s_flags == (SG_STACK | SG_NONE));
+
+	stack_free(st);
+	s = stack_get_stats();
+	CHECK(s.in_use == 0);
+	CHECK(s.pooled >= 1);
+	stack_drain_all();
+	require_same(snap(), s0);
+}
+
+TEST_CASE("stacks come back to the pool and are reused, LIFO", "[stack]")
+{
+	fresh f;
+	stack *a = stack_alloc();
+	REQUIRE(a != nullptr);
+	stack_free(a);
+	stack *b = stack_alloc();
+	CHECK(b == a);
+	stack_free(b);
+}
+
+TEST_CASE("colours differ between stacks", "[stack]")
+{
+	fresh f;
+	std::vector<stack *> v;
+	std::set<unsigned> colours;
+	std::set<long> offsets;
+	for (int i = 0; i < 32; i++) {
+		stack *st = stack_alloc();
+		REQUIRE(st != nullptr);
+		v.push_back(st);
+		colours.insert(st->st_colour);
+		offsets.insert(reinterpret_cast<uintptr_t>(st->st_top) % 4096);
+	}
+	CHECK(colours.size() == 16);
+	CHECK(offsets.size() == 16); // 16 different cache-set positions
+	for (stack *st : v)
+		stack_free(st);
+}
+
+TEST_CASE("red zones below and above a stack fault", "[stack][death]")
+{
+	fresh f;
+	for (bool guard : {true, false}) {
+		seg_set_redzone_method(guard);
+		stack_drain_all(); // new arenas with this method
+		INFO("red zones by " << seg_redzone_method());
+		stack *st = stack_alloc();
+		REQUIRE(st != nullptr);
+		volatile char *lo = reinterpret_cast<volatile char *>(st->st_lo);
+		volatile char *hi = reinterpret_cast<volatile char *>(st->st_hi);
+		std::size_t rz = stack_config().redzone_size;
+		lo[0] = 1; // usable
+		hi[-1] = 1;
+		auto r = test::run_death("below", [lo] { lo[-1] = 1; });
+		INFO(r.describe());
+		CHECK(r.killed_by(SIGSEGV));
+		r = test::run_death("bottom of the red zone",
+		    [lo, rz] { (void)lo[-static_cast<long>(rz)]; });
+		INFO(r.describe());
+		CHECK(r.killed_by(SIGSEGV));
+		r = test::run_death("above", [hi] { hi[0] = 1; });
+		INFO(r.describe());
+		CHECK(r.killed_by(SIGSEGV));
+		stack_free(st);
+	}
+	seg_set_redzone_method(true);
+}
+
+TEST_CASE("drain_all gives everything back: segments and stats return",
+    "[stack]")
+{
+	fresh f;
+	snapshot s0 = snap();
+	std::vector<stack *> v;
+	for (int i = 0; i < 300; i++) { // several arenas
+		stack *st = stack_alloc();
+		REQUIRE(st != nullptr);
+		st->st_lo[0] = 1;
+		st->st_top[-1] = 1;
+		v.push_back(st);
+	}
+	CHECK(stack_get_stats().in_use == 300);
+	CHECK(seg_count() > s0.segs + 2 * 300);
+	for (stack *st : v)
+		stack_free(st);
+	stack_drain_all();
+	require_same(snap(), s0);
+
+	// With one stack still in use, its arena stays; the rest goes.
+	v.clear();
+	for (int i = 0; i < 100; i++)
+		v.push_back(stack_alloc());
+	stack *keep = v[50];
+	for (stack *st : v)
+		if (st != keep)
+			stack_free(st);
+	stack_drain_all();
+	stack_stats s = stack_get_stats();
+	CHECK(s.mapped == 1);
+	CHECK(s.in_use == 1);
+	CHECK(s.pooled == 0);
+	segment seg;
+	REQUIRE(seg_lookup(keep->st_lo, &seg));
+	CHECK(seg.s_owner == keep);
+	keep->st_top[-100] = 7; // still there, still ours
+	// A released slot of the kept arena can be carved again.
+	stack *again = stack_alloc();
+	REQUIRE(again != nullptr);
+	again->st_top[-1] = 1;
+	stack_free(again);
+	stack_free(keep);
+	stack_drain_all();
+	require_same(snap(), s0);
+}
+
+TEST_CASE("100k alloc/free cycles grow nothing", "[stack]")
+{
+	fresh f;
+	// Warm up to the loop's peak working set: 1 + 40 stacks.
+	std::vector<stack *> v(40);
+	stack *first = stack_alloc();
+	for (auto &st : v)
+		st = stack_alloc();
+	for (auto &st : v)
+		stack_free(st);
+	stack_free(first);
+	snapshot s1 = snap();
+	uint64_t u1 = seg_get_table_info().ti_updates;
+	for (int i = 0; i < 100000; i++) {
+		stack *st = stack_alloc();
+		REQUIRE(st != nullptr);
+		if (i % 1000 == 0) {
+			for (auto &x : v)
+				x = stack_alloc();
+			for (auto &x : v)
+				stack_free(x);
+		}
+		stack_free(st);
+	}
+	require_same(snap(), s1);
+	CHECK(seg_get_table_info().ti_updates == u1); // no map, no unmap
+}
+
+TEST_CASE("odd-sized stacks are mapped alone and never leak", "[stack]")
+{
+	fresh f;
+	snapshot s0 = snap();
+	stack *big = stack_alloc(1 << 20);
+	REQUIRE(big != nullptr);
+	CHECK(big->st_size >= (1u << 20));
+	CHECK(big->st_arena == nullptr);
+	CHECK(seg_count() == s0.segs + 3); // red zone, stack, red zone
+	std::memset(big->st_lo, 1, 4096);
+	bool rz = false;
+	CHECK(stack_lookup(big->st_lo - 1, &rz) == big);
+	CHECK(rz);
+	CHECK(stack_lookup(big->st_hi, &rz) == big);
+	CHECK(rz);
+	stack_free(big); // no system call here: a zombie until the next alloc
+	stack *small = stack_alloc(1000); // rounds up to the default
+	REQUIRE(small != nullptr);
+	CHECK(small->st_size == stack_config().default_size);
+	CHECK(stack_get_stats().mapped == 1);
+	stack_free(small);
+	for (int i = 0; i < 50; i++)
+		stack_free(stack_alloc(256 * 1024));
+	stack_drain_all();
+	require_same(snap(), s0);
+}
+
+TEST_CASE("the malloc baseline: no red zones, nothing in the table",
+    "[stack]")
+{
+	fresh f;
+	snapshot s0 = snap();
+	stack_params p;
+	p.malloc_stacks = true;
+	stack_configure(p);
+	stack *st = stack_alloc();
+	REQUIRE(st != nullptr);
+	CHECK(st->st_malloced);
+	CHECK(st->st_size >= p.default_size);
+	CHECK(seg_count() == s0.segs);
+	bool rz;
+	CHECK(stack_lookup(st->st_lo, &rz) == nullptr);
+	CHECK(stack_get_stats().in_use == 1);
+	std::memset(st->st_lo, 0, static_cast<std::size_t>(st->st_top - st->st_lo));
+	stack_free(st);
+	CHECK(stack_get_stats().mapped == 0);
+	stack_drain_all();
+	stack_configure(stack_params{});
+	require_same(snap(), s0);
+}
+
+TEST_CASE("per-CPU caches: threads reuse cached stacks, the pool takes the "
+    "excess, drain empties every CPU", "[stack][machine]")
+{
+	fresh f;
+	snapshot s0 = snap();
+	machine_config cfg;
+	cfg.ncpus = 2;
+	cfg.stack_cache_low = 8;
+	cfg.stack_cache_high = 32;
+	std::atomic<long> bad_lookup{0};
+	// Catch2 is used from the main green thread only (one at a time).
+	int r = usmp::run(cfg, [&] {
+		// 300 threads alive at once, on both CPUs.
+		std::atomic<bool> go{false};
+		std::vector<green_thread> v;
+		for (int i = 0; i < 300; i++)
+			v.emplace_back([&bad_lookup, &go] {
+				volatile char buf[2048];
+				buf[0] = 1;
+				bool rz = true;
+				const stack *st = stack_lookup(
+				    const_cast<char *>(&buf[0]), &rz);
+				if (st == nullptr || rz ||
+				    st->st_owner != curthread())
+					bad_lookup++;
+				while (!go.load())
+					thread_yield();
+			});
+		stack_stats s = stack_get_stats();
+		CHECK(s.in_use == 301);
+		CHECK(s.mapped >= 301);
+		go = true;
+		for (auto &t : v)
+			t.join();
+		// The statistics are read racily while the other CPU moves
+		// stacks between its cache, the pool and the system: wait for
+		// them to settle.
+		for (int i = 0; i < 2000; i++) {
+			s = stack_get_stats();
+			if (s.in_use == 1)
+				break;
+			thread_sleep(std::chrono::milliseconds(1));
+		}
+		CHECK(s.in_use == 1); // main
+		CHECK(s.cached <= 2 * cfg.stack_cache_high);
+
+		// On a CPU, alloc/free hits that CPU's cache, LIFO.
+		sched_pin();
+		stack *w = stack_alloc();
+		stack_free(w);
+		long not_lifo = 0;
+		for (int i = 0; i < 20000; i++) {
+			stack *st = stack_alloc();
+			not_lifo += st != w;
+			stack_free(st);
+		}
+		CHECK(not_lifo == 0);
+		sched_unpin();
+
+		// Drain from a green thread while the other CPU idles (an idle
+		// CPU may top its cache up again right after).
+		stack_drain_all();
+		for (int i = 0; i < 2000; i++) {
+			s = stack_get_stats();
+			if (s.in_use == 1)
+				break;
+			thread_sleep(std::chrono::milliseconds(1));
+		}
+		CHECK(s.in_use == 1);
+		CHECK(s.mapped <= 1 + 2 * cfg.stack_cache_low);
+		return 0;
+	});
+	CHECK(r == 0);
+	CHECK(bad_lookup.load() == 0);
+	// The machine's shutdown drained what its CPUs had cached.
+	CHECK(stack_get_stats().mapped == 0);
+	require_same(snap(), s0);
+}
+
+TEST_CASE("on a CPU, alloc/free of a cached stack maps nothing",
+    "[stack][machine]")
+{
+	fresh f;
+	// One CPU: its idle housekeeping cannot run while main does.
+	machine_config cfg;
+	cfg.ncpus = 1;
+	int r = usmp::run(cfg, [&] {
+		stack *w = stack_alloc();
+		stack_free(w);
+		uint64_t u = seg_get_table_info().ti_updates;
+		stack_stats s1 = stack_get_stats();
+		for (int i = 0; i < 50000; i++) {
+			stack *a = stack_alloc();
+			stack *b = stack_alloc();
+			if (a == nullptr || b == nullptr)
+				return 1;
+			stack_free(b);
+			stack_free(a);
+		}
+		stack_stats s2 = stack_get_stats();
+		CHECK(seg_get_table_info().ti_updates == u);
+		CHECK(s2.mapped == s1.mapped);
+		CHECK(s2.cached == s1.cached);
+		CHECK(s2.pooled == s1.pooled);
+		return 0;
+	});
+	CHECK(r == 0);
+}
