@@ -22,6 +22,8 @@
 // handlers would print a report into the captured text), core dumps are off,
 // and an exception escaping the scenario exits with status 125 after a line
 // naming it.  A child still running at the timeout is killed with SIGKILL.
+// Do not use Catch2 assertions inside the scenario (the child would report
+// them to nobody): make the child exit or die, and check the result here.
 #pragma once
 
 #include <chrono>
