@@ -10,10 +10,10 @@
 //         parent joins its children in order (usmp has no channels yet).
 //   Boost.Fiber: Boost's own skynet (libs/fiber/performance/fiber/
 //         skynet_*.cpp): detached children push their results into the
-//         parent's buffered_channel.  The join-shaped version is 1.5-3x
-//         slower for Boost here (a finished fiber keeps its stack until it
-//         is joined; round_robin peaks above 3 GB), so comparing with it
-//         would flatter usmp.
+//         parent's buffered_channel.  The join-shaped version was 1.4-2.9x
+//         slower for Boost in side runs here (a finished fiber keeps its
+//         stack until it is joined; round_robin peaked at 3.5 GB against
+//         1.5 GB), so comparing with it would flatter usmp.
 //
 // Stacks: every node's thread has a 16 KiB stack, as in the peers' figures.
 //   usmp: thread_attr.stack_size = 16 KiB, usable between two red zones; the
