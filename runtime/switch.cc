@@ -252,10 +252,12 @@ void
 cpu_switch(thread *old, thread *newtd, spinlock *mtx) noexcept
 {
 	pcpu *pc = curpcpu_fast();
-	// newtd may still be switching out on another CPU (it was moved to our
-	// queue before its context was saved): wait for step 4 there.
-	while (newtd->td_lock.load(std::memory_order_acquire) == &blocked_lock)
-		__builtin_ia32_pause();
+	// The scheduler never chooses a thread still being switched out
+	// elsewhere (sched_ule.cc, tdq_choose): its context would not be saved.
+	if (__builtin_expect(
+		newtd->td_lock.load(std::memory_order_acquire) == &blocked_lock, 0))
+		panic("cpu_switch: thread \"%s\" (tid %d) chosen while still "
+		    "switching out", newtd->td_name, newtd->td_tid);
 	old->td_errno = *pc->pc_errnop;
 	pc->pc_switch_from = old;
 	pc->pc_switch_lock = mtx;

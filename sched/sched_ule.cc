@@ -338,14 +338,43 @@ sched_pickcpu(thread *td) noexcept
 }
 
 // Choose the next thread on q (step 4).  Requires q's lock.
+//
+// A queued thread whose td_lock is blocked_lock is still being switched out
+// by the CPU that moved it here (sched_bind, or a wakeup racing a switch):
+// its context is not saved yet.  Skip it rather than wait for it: two CPUs
+// that each moved a thread to the other and each waited for the other's
+// thread would wait forever (a context is only saved by jumping away from
+// it).  It becomes choosable as soon as that CPU's switch completes, and the
+// load keeps our idle loop polling until then.  `self`, the thread switching
+// out here (blocked by us), is choosable: choosing it means no switch.
 thread *
-tdq_choose(tdq *q, pcpu *pc) noexcept
+tdq_choose(tdq *q, pcpu *pc, thread *self) noexcept
 {
 	if (__builtin_expect(machine_stopping(), 0))
 		return pc->pc_idlethread;
 	thread *td = q->tdq_runq.choose();
 	if (td == nullptr)
 		return pc->pc_idlethread;
+	if (__builtin_expect(td != self &&
+		td->td_lock.load(std::memory_order_acquire) == &blocked_lock, 0)) {
+		td = nullptr;
+		uint64_t bits = q->tdq_runq.rq_status;
+		while (bits != 0 && td == nullptr) {
+			int i = __builtin_ctzll(bits);
+			bits &= bits - 1;
+			for (thread *t = q->tdq_runq.rq_queues[i].first; t != nullptr;
+			     t = t->td_runq_next) {
+				if (t == self ||
+				    t->td_lock.load(std::memory_order_acquire) !=
+					&blocked_lock) {
+					td = t;
+					break;
+				}
+			}
+		}
+		if (td == nullptr)
+			return pc->pc_idlethread;
+	}
 	tdq_runq_rem(q, td);
 	return td;
 }
@@ -534,7 +563,7 @@ sched_switch(thread *td, int flags) noexcept
 	if (__builtin_expect(next != UINT64_MAX, 0) && next <= coarse_ns())
 		tdq_run_timers(q, clock_ns());
 
-	thread *newtd = tdq_choose(q, pc);
+	thread *newtd = tdq_choose(q, pc, td);
 	uint64_t now_tick = ss.ticks.load(std::memory_order_relaxed);
 	if (newtd == td) {
 		td->td_state = TDS_RUNNING;

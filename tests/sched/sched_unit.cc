@@ -76,7 +76,11 @@ TEST_CASE("a pinned thread never changes CPU while 8 CPUs steal around it", "[un
 		int control_cpus = 0;
 		green_thread control([&control_cpus] {
 			uint64_t seen = 0;
-			for (int i = 0; i < 10000; i++) {
+			auto deadline = std::chrono::steady_clock::now() + 20s;
+			for (int i = 0; i < 10000 ||
+			     (__builtin_popcountll(seen) < 2 &&
+				 std::chrono::steady_clock::now() < deadline);
+			     i++) {
 				thread_yield();
 				seen |= uint64_t(1) << curcpu();
 			}
