@@ -78,6 +78,7 @@
 
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -534,6 +535,14 @@ commit_release(std::size_t bytes) noexcept
 		g_committed.fetch_sub(bytes, std::memory_order_relaxed);
 }
 
+// mlock(2) itself: the sanitizers' runtimes replace the libc call with a
+// no-op that reports success, and SG_COMMIT must lock (and fail) for real.
+int
+sys_mlock(void *p, std::size_t len) noexcept
+{
+	return static_cast<int>(syscall(SYS_mlock, p, len));
+}
+
 int
 redzone_method() noexcept
 {
@@ -627,7 +636,7 @@ segattach(unsigned flags, std::size_t len, void **addrp, const char *name,
 	}
 	// SG_COMMIT: mlock(2) faults every page in (what MAP_POPULATE would do)
 	// and, unlike MAP_POPULATE, fails when it cannot.
-	if ((flags & SG_COMMIT) && mlock(p, len) != 0) {
+	if ((flags & SG_COMMIT) && sys_mlock(p, len) != 0) {
 		munmap(p, len);
 		commit_release(commit);
 		return ENOMEM;
@@ -702,7 +711,7 @@ segattachv(seg_spec *v, std::size_t n, seg_prepare_fn prepare,
 			    len);
 			i = j - 1;
 		} else if ((v[i].ss_flags & SG_COMMIT) &&
-		    mlock(v[i].ss_addr, v[i].ss_len) != 0) {
+		    sys_mlock(v[i].ss_addr, v[i].ss_len) != 0) {
 			error = ENOMEM;
 		}
 	}

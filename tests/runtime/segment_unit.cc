@@ -2,9 +2,11 @@
 // address-ordered table and its lock-free lookup under concurrent updates.
 #include <catch2/catch.hpp>
 
+#include <linux/capability.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -241,6 +243,48 @@ TEST_CASE("SG_COMMIT counts against the commit limit", "[segment]")
 	REQUIRE(segattach(SG_COMMIT, 64 * PG, &b) == 0);
 	REQUIRE(segdetach(b) == 0);
 	CHECK(seg_count() == n0);
+}
+
+TEST_CASE("SG_COMMIT whose mlock fails is ENOMEM and leaves nothing",
+    "[segment][death]")
+{
+	// In a child without CAP_IPC_LOCK, mlock obeys a small RLIMIT_MEMLOCK
+	// while our own limit would allow the attach.
+	auto r = test::run_death("mlock fails", [] {
+		__user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+		__user_cap_data_struct d[2] = {};
+		if (syscall(SYS_capget, &h, d) != 0)
+			_exit(10);
+		d[0].effective &= ~(1u << CAP_IPC_LOCK);
+		if (syscall(SYS_capset, &h, d) != 0)
+			_exit(11);
+		struct rlimit rl = {16 * PG, 16 * PG};
+		if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0)
+			_exit(12);
+		seg_set_commit_limit(std::size_t{1} << 30);
+		std::size_t n0 = seg_count(), c0 = seg_committed();
+		void *p = nullptr;
+		if (segattach(SG_COMMIT, 256 * PG, &p) != ENOMEM)
+			_exit(13);
+		if (p != nullptr || seg_count() != n0 || seg_committed() != c0)
+			_exit(14);
+		seg_spec v[2];
+		v[0].ss_len = v[1].ss_len = 128 * PG;
+		v[1].ss_flags = SG_COMMIT;
+		if (segattachv(v, 2) != ENOMEM)
+			_exit(15);
+		if (v[0].ss_addr != nullptr || seg_count() != n0 ||
+		    seg_committed() != c0)
+			_exit(16);
+		// Something small still fits under the rlimit.
+		if (segattach(SG_COMMIT, 4 * PG, &p) != 0)
+			_exit(17);
+		if (segdetach(p) != 0 || seg_committed() != c0)
+			_exit(18);
+		_exit(0);
+	});
+	INFO(r.describe());
+	CHECK(r.exited_with(0));
 }
 
 TEST_CASE("the table holds thousands of segments, in order, found by address",

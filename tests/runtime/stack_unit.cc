@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -169,6 +170,58 @@ TEST_CASE("red zones below and above a stack fault", "[stack][death]")
 		INFO(r.describe());
 		CHECK(r.killed_by(SIGSEGV));
 		stack_free(st);
+	}
+	seg_set_redzone_method(true);
+}
+
+namespace {
+
+// The number of distinct VMAs (lines of /proc/self/maps) that hold the
+// stacks' usable bottoms and the red zones below them.
+std::size_t
+vmas_holding(const std::vector<stack *> &v)
+{
+	std::vector<std::pair<uintptr_t, uintptr_t>> maps;
+	FILE *f = std::fopen("/proc/self/maps", "r");
+	unsigned long lo, hi;
+	char line[512];
+	while (std::fgets(line, sizeof(line), f) != nullptr)
+		if (std::sscanf(line, "%lx-%lx", &lo, &hi) == 2)
+			maps.emplace_back(lo, hi);
+	std::fclose(f);
+	std::set<std::size_t> used;
+	for (stack *st : v)
+		for (char *a : {st->st_lo, st->st_lo - 1}) {
+			uintptr_t x = reinterpret_cast<uintptr_t>(a);
+			for (std::size_t i = 0; i < maps.size(); i++)
+				if (x >= maps[i].first && x < maps[i].second)
+					used.insert(i);
+		}
+	return used.size();
+}
+
+} // namespace
+
+TEST_CASE("guard red zones split no VMA; the mprotect fallback does",
+    "[stack]")
+{
+	fresh f;
+	const int N = 200;
+	std::vector<stack *> v(N);
+	for (bool guard : {true, false}) {
+		seg_set_redzone_method(guard);
+		stack_drain_all();
+		for (auto &st : v)
+			st = stack_alloc();
+		std::size_t n = vmas_holding(v);
+		INFO("red zones by " << seg_redzone_method() << ": " << N
+		    << " stacks and their red zones lie in " << n << " VMAs");
+		if (guard)
+			CHECK(n <= (N + 63) / 64); // one per arena at most
+		else
+			CHECK(n == 2 * N); // a VMA per stack and per red zone
+		for (auto &st : v)
+			stack_free(st);
 	}
 	seg_set_redzone_method(true);
 }
