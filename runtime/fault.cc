@@ -101,6 +101,13 @@ void
 fault_handler(int sig, siginfo_t *si, void *uc)
 {
 	const char *signame = sig == SIGBUS ? "SIGBUS" : "SIGSEGV";
+	if (si->si_code <= 0 && !chain(sig, si, uc)) {
+		// kill(2), tgkill(2), sigqueue(3): no fault, no address.
+		char who[96];
+		describe_current(who, sizeof(who));
+		panic("%s sent by process %d (not a fault) to %s", signame,
+		    static_cast<int>(si->si_pid), who);
+	}
 	void *addr = si->si_addr;
 	bool in_rz = false;
 	const stack *st = stack_lookup(addr, &in_rz);

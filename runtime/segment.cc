@@ -427,6 +427,14 @@ table_update(const char *call, uintptr_t dlo, uintptr_t dhi,
 	if (o != m)
 		panic("%s: segment table update miscounted (%zu != %zu)", call,
 		    o, m);
+	if (removed == 0 && k == 0) { // nothing to change: publish nothing
+		std::free(tmp);
+		if (ndel != nullptr)
+			*ndel = 0;
+		if (delcommit != nullptr)
+			*delcommit = 0;
+		return 0;
+	}
 	// Disjointness, including the neighbours outside [a, b).
 	for (std::size_t i = 1; i < m; i++)
 		if (overlaps(tmp[i - 1], tmp[i]))
@@ -788,7 +796,6 @@ segdetach_range(void *lo, std::size_t len) noexcept
 		    nullptr, 0, &ndel, &commit);
 		if (error != 0)
 			return error;
-		// (An empty range published an identical version: harmless.)
 		if (ndel == 0)
 			return EINVAL;
 	}

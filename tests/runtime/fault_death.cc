@@ -170,3 +170,16 @@ TEST_CASE("an access to an SG_NONE segment that is no stack names it",
 	CHECK(r.contains("not a stack red zone; in segment \"fence\""));
 	CHECK(r.contains("SG_NONE"));
 }
+
+TEST_CASE("a SIGSEGV sent by kill is not taken for a fault", "[fault][death]")
+{
+	auto r = test::run_death("kill -SEGV", [] {
+		fault_init();
+		raise(SIGSEGV);
+		_exit(98);
+	});
+	INFO(r.describe());
+	CHECK(r.aborted());
+	CHECK(r.contains("SIGSEGV sent by process "));
+	CHECK(r.contains("(not a fault)"));
+}

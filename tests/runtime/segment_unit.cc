@@ -182,6 +182,13 @@ TEST_CASE("segattachv: one mapping, red zones fault, owners from prepare",
 		INFO(r.describe());
 		CHECK(r.killed_by(SIGSEGV));
 
+		// A range with no segment is EINVAL and publishes nothing.
+		uint64_t u = seg_get_table_info().ti_updates;
+		void *hole = nullptr;
+		REQUIRE(segattach(0, PG, &hole) == 0);
+		REQUIRE(segdetach(hole) == 0);
+		CHECK(segdetach_range(hole, PG) == EINVAL);
+		CHECK(seg_get_table_info().ti_updates == u + 2);
 		// A range detach may not cut a segment in two.
 		CHECK(segdetach_range(static_cast<char *>(v[0].ss_addr) + PG,
 		    PG) == EINVAL);
