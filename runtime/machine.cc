@@ -205,16 +205,21 @@ machine_shutdown() noexcept
 			if (live == 0)
 				printf_diag("machine_shutdown(): green threads still alive:");
 			live++;
-			printf_diag("  \"%s\" (tid %d) %s%s%s%s", td->td_name,
-			    td->td_tid, state_name(td),
+			printf_diag("  \"%s\" (tid %d) %s%s%s%s, cpu%d, pri %d%s",
+			    td->td_name, td->td_tid, state_name(td),
 			    td->td_wmesg != nullptr ? " on \"" : "",
 			    td->td_wmesg != nullptr ? td->td_wmesg : "",
-			    td->td_wmesg != nullptr ? "\"" : "");
+			    td->td_wmesg != nullptr ? "\"" : "", td->td_cpu,
+			    td->td_priority,
+			    td->td_lock.load() == &blocked_lock ? " (switching)" : "");
 		}
 	}
-	if (live != 0)
+	if (live != 0) {
 		printf_diag("machine_shutdown(): %d green thread%s left behind "
 		    "(they never run again)", live, live == 1 ? "" : "s");
+		for (int c = 0; c < g_machine.ms_ncpus; c++)
+			printf_diag("  cpu%d: load %d", c, sched_load(c));
+	}
 
 	g_machine.ms_running.store(false, std::memory_order_release);
 	stack_drain_all();

@@ -231,7 +231,7 @@ thread_exit() noexcept
 		joiner->td_inhibitors &= ~TDI_JOIN;
 		joiner->td_wchan = nullptr;
 		joiner->td_wmesg = nullptr;
-		sched_wakeup(joiner);
+		sched_wakeup(joiner, SRQ_WAKER_LEAVES);
 	}
 	td->td_joinlock.unlock();
 	spinlock_exit();

@@ -95,6 +95,8 @@ struct alignas(64) tdq {
 	std::atomic<int> tdq_owepreempt{0};     // (a) remote preemption asked
 	std::atomic<int> tdq_slice_ipi{0};      // (a) hardclock: slice ended
 	std::atomic<uint64_t> tdq_next_timer{UINT64_MAX}; // (a, written under q)
+	std::atomic<uint64_t> tdq_switchcnt{0}; // (a, written under q) switches
+	thread *tdq_newest = nullptr;           // (q) last thread made runnable here
 	thread **tdq_timers = nullptr;          // (q) min-heap on td_timo
 	int tdq_ntimers = 0;                    // (q)
 	int tdq_timers_cap = 0;                 // (q)
@@ -161,6 +163,8 @@ void
 tdq_runq_rem(tdq *q, thread *td) noexcept
 {
 	q->tdq_runq.remove(td);
+	if (q->tdq_newest == td)
+		q->tdq_newest = nullptr;
 	if (td->td_rqflags & TDRQ_TRANSFERABLE) {
 		td->td_rqflags &= ~TDRQ_TRANSFERABLE;
 		q->tdq_transferable.store(
@@ -320,20 +324,35 @@ sched_lowest(int prefer) noexcept
 	return best;
 }
 
+// `waker_leaves`: the waker is about to block or exit (thread_exit waking
+// its joiner, Linux's WF_SYNC): count its CPU as one thread lighter, so a
+// spawn-then-join or a request-then-wait stays on one CPU instead of
+// bouncing between two.
 int
-sched_pickcpu(thread *td) noexcept
+sched_pickcpu(thread *td, bool waker_leaves) noexcept
 {
 	if (td->td_flags & TDF_BOUND)
 		return td->td_bound_cpu;
 	if (td->td_pinned != 0)
 		return td->td_lastcpu;
+	pcpu *me = curpcpu_fast();
 	int last = td->td_lastcpu;
-	if (last == NOCPU) {
-		pcpu *me = curpcpu_fast();
+	if (last == NOCPU)
 		last = me != nullptr ? me->pc_cpuid : 0;
-	}
-	if (tdq_of(last)->tdq_load.load(std::memory_order_relaxed) == 0)
+	tdq *lq = tdq_of(last);
+	if (waker_leaves && me != nullptr && me->pc_cpuid == last &&
+	    lq->tdq_load.load(std::memory_order_relaxed) <= 1)
 		return last;
+	if (lq->tdq_load.load(std::memory_order_relaxed) == 0) {
+		// Idle and awake (spinning in its idle loop): the best place.
+		// Parked: waking a halted vCPU costs 6-79 us here, more than
+		// running on the waker's CPU, from which an awake idle CPU can
+		// still steal it.
+		if (lq->tdq_cpu_idle.load(std::memory_order_relaxed) == 0 ||
+		    me == nullptr)
+			return last;
+		return me->pc_cpuid;
+	}
 	return sched_lowest(last);
 }
 
@@ -379,21 +398,41 @@ tdq_choose(tdq *q, pcpu *pc, thread *self) noexcept
 	return td;
 }
 
+// What an idle CPU remembers between its steal attempts: the victim whose
+// only stealable thread was its newest, and that victim's switch count then.
+struct steal_watch {
+	tdq *victim = nullptr;
+	uint64_t switchcnt = 0;
+	uint64_t since_ns = 0;
+};
+
+// The newest thread made runnable on a busy CPU is most likely about to run
+// there: its creator or waker is typically about to block on it (a spawn
+// then join, a request then wait).  Stealing it costs a cross-CPU hop both
+// ways, so a thief takes it only once the victim has made no switch for
+// steal_newest_ns (Go's runnext rule, with the victim's switch count
+// standing in for Go's "is the P still running" test).
+constexpr uint64_t steal_newest_ns = 20000;
+
 // Steal one thread for the idle CPU q (step 5).  Called by q's idle thread,
 // with no lock held.  Returns true if q's queue got a thread.
 bool
-tdq_idled(tdq *q) noexcept
+tdq_idled(tdq *q, steal_watch &w, uint64_t now) noexcept
 {
 	for (int k = 1; k < ss.ncpus; k++) {
 		tdq *v = tdq_of((q->tdq_cpu + k) % ss.ncpus);
 		if (v->tdq_load.load(std::memory_order_relaxed) < 2 ||
 		    v->tdq_transferable.load(std::memory_order_relaxed) < 1)
 			continue;
+		uint64_t cnt = v->tdq_switchcnt.load(std::memory_order_relaxed);
+		bool newest_ok = w.victim == v && w.switchcnt == cnt &&
+		    now - w.since_ns >= steal_newest_ns;
 		spinlock_enter();
 		tdq *a = q < v ? q : v, *b = q < v ? v : q;
 		a->tdq_lock.lock();
 		b->tdq_lock.lock();
 		thread *found = nullptr;
+		bool only_newest = false;
 		if (v->tdq_load.load(std::memory_order_relaxed) >= 2) {
 			uint64_t bits = v->tdq_runq.rq_status;
 			while (bits != 0 && found == nullptr) {
@@ -401,12 +440,16 @@ tdq_idled(tdq *q) noexcept
 				bits &= bits - 1;
 				for (thread *td = v->tdq_runq.rq_queues[i].first;
 				     td != nullptr; td = td->td_runq_next) {
-					if ((td->td_rqflags & TDRQ_TRANSFERABLE) &&
-					    td->td_lock.load(std::memory_order_relaxed) ==
-						&v->tdq_lock) {
-						found = td;
-						break;
+					if (!(td->td_rqflags & TDRQ_TRANSFERABLE) ||
+					    td->td_lock.load(std::memory_order_relaxed) !=
+						&v->tdq_lock)
+						continue;
+					if (td == v->tdq_newest && !newest_ok) {
+						only_newest = true;
+						continue;
 					}
+					found = td;
+					break;
 				}
 			}
 		}
@@ -422,8 +465,15 @@ tdq_idled(tdq *q) noexcept
 		b->tdq_lock.unlock();
 		a->tdq_lock.unlock();
 		spinlock_exit();
-		if (found != nullptr)
+		if (found != nullptr) {
+			w.victim = nullptr;
 			return true;
+		}
+		if (only_newest && (w.victim != v || w.switchcnt != cnt)) {
+			w.victim = v;
+			w.switchcnt = cnt;
+			w.since_ns = now;
+		}
 	}
 	return false;
 }
@@ -499,6 +549,7 @@ sched_add_new(thread *td) noexcept
 	td->td_cpu = td->td_lastcpu = cpu;
 	td->td_lock.store(&q->tdq_lock, std::memory_order_relaxed);
 	tdq_runq_add(q, td, false);
+	q->tdq_newest = td;
 	tdq_load_add(q);
 	tdq_notify(q, td);
 	q->tdq_lock.unlock();
@@ -506,14 +557,15 @@ sched_add_new(thread *td) noexcept
 }
 
 void
-sched_wakeup(thread *td) noexcept
+sched_wakeup(thread *td, int flags) noexcept
 {
 	td->td_state = TDS_CAN_RUN;
-	int cpu = sched_pickcpu(td);
+	int cpu = sched_pickcpu(td, (flags & SRQ_WAKER_LEAVES) != 0);
 	tdq *q = tdq_of(cpu);
 	q->tdq_lock.lock();
 	td->td_cpu = cpu;
 	tdq_runq_add(q, td, false);
+	q->tdq_newest = td;
 	tdq_load_add(q);
 	td->td_lock.store(&q->tdq_lock, std::memory_order_release);
 	tdq_notify(q, td);
@@ -576,6 +628,8 @@ sched_switch(thread *td, int flags) noexcept
 	newtd->td_slicetick = now_tick;
 	q->tdq_curpri.store(newtd->td_priority, std::memory_order_relaxed);
 	q->tdq_switchtick.store(now_tick, std::memory_order_relaxed);
+	q->tdq_switchcnt.store(q->tdq_switchcnt.load(std::memory_order_relaxed) + 1,
+	    std::memory_order_relaxed);
 	pc->pc_switchticks = now_tick;
 	cpu_switch(td, newtd, after);
 }
@@ -600,6 +654,7 @@ sched_idle_loop(pcpu *pc) noexcept
 	tdq *q = static_cast<tdq *>(pc->pc_sched);
 	thread *idle = pc->pc_idlethread;
 	uint64_t spin_start = 0;
+	steal_watch watch;
 	for (;;) {
 		if (machine_stopping())
 			return;
@@ -618,7 +673,7 @@ sched_idle_loop(pcpu *pc) noexcept
 			spinlock_exit();
 			continue;
 		}
-		if (tdq_idled(q)) {
+		if (tdq_idled(q, watch, now)) {
 			spin_start = 0;
 			continue;
 		}

@@ -94,8 +94,11 @@ void sched_fork(thread *td, int pri, int bound_cpu) noexcept;
 void sched_add_new(thread *td) noexcept;
 // Make a sleeping thread runnable.  Requires the lock td->td_lock points to
 // (a wait lock, never a run-queue lock), which the caller still holds on
-// return; td's lock is then its new CPU's run-queue lock.
-void sched_wakeup(thread *td) noexcept;
+// return; td's lock is then its new CPU's run-queue lock.  Flags: SRQ_*.
+enum : int {
+	SRQ_WAKER_LEAVES = 0x1, // the waker is about to block or exit
+};
+void sched_wakeup(thread *td, int flags = 0) noexcept;
 // Queue curthread as the switch requires and pick the next thread, then
 // cpu_switch().  Requires curthread's thread lock, blocked by the caller
 // into *mtx... see sched_ule.cc.  Returns with the run-queue lock held.
