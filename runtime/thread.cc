@@ -55,6 +55,26 @@ align_down(std::size_t v, std::size_t a) noexcept
 	return v & ~(a - 1);
 }
 
+// The default name, "thread <tid>", without snprintf (which costs about as
+// much as the rest of a thread's creation).
+void
+default_name(char *buf, std::size_t size, int tid) noexcept
+{
+	static constexpr char prefix[] = "thread ";
+	std::memcpy(buf, prefix, sizeof(prefix) - 1);
+	char digits[12];
+	int n = 0;
+	unsigned v = static_cast<unsigned>(tid);
+	do {
+		digits[n++] = static_cast<char>('0' + v % 10);
+		v /= 10;
+	} while (v != 0 && n < 11);
+	std::size_t at = sizeof(prefix) - 1;
+	while (n > 0 && at + 1 < size)
+		buf[at++] = digits[--n];
+	buf[at] = '\0';
+}
+
 } // namespace
 
 // ---- The list of live threads.
@@ -155,7 +175,7 @@ thread_alloc(thread **tdp, const thread_attr &attr, std::size_t size,
 	if (attr.name != nullptr)
 		std::snprintf(td->td_name, sizeof(td->td_name), "%s", attr.name);
 	else
-		std::snprintf(td->td_name, sizeof(td->td_name), "thread %d", td->td_tid);
+		default_name(td->td_name, sizeof(td->td_name), td->td_tid);
 	if (attr.detached)
 		td->td_flags |= TDF_DETACHED;
 	// A new thread starts as if returning from mi_switch: inside the

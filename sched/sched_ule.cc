@@ -577,13 +577,18 @@ sched_switch(thread *td, int flags) noexcept
 {
 	pcpu *pc = curpcpu_fast();
 	tdq *q = static_cast<tdq *>(pc->pc_sched);
-	spinlock *mtx = thread_lock_block(td);
+	spinlock *mtx = td->td_lock.load(std::memory_order_relaxed);
 	spinlock *after = mtx; // td's lock once its context is saved
 
+	// A thread that stays runnable here keeps q's lock as its td_lock: we
+	// hold that lock until the next thread has finished the switch, so
+	// nobody can touch td before its context is saved.  Any other thread
+	// is blocked (td_lock = &blocked_lock) for the length of the switch.
 	if (td->td_flags & TDF_IDLETD) {
 		// The idle thread is never queued.
 	} else if (td->td_state == TDS_RUNNING) {
 		if ((flags & SWT_BIND) && td->td_bound_cpu != q->tdq_cpu) {
+			thread_lock_block(td);
 			// Move to the bound CPU; td_lock stays blocked until
 			// our switch saves td (runtime/switch.cc).
 			tdq *t = tdq_of(td->td_bound_cpu);
@@ -602,6 +607,7 @@ sched_switch(thread *td, int flags) noexcept
 		}
 	} else {
 		// Going to sleep, blocking or exiting.
+		thread_lock_block(td);
 		if (mtx != &q->tdq_lock) {
 			mtx->unlock();
 			q->tdq_lock.lock();

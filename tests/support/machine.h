@@ -12,6 +12,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
+#include <exception>
 #include <functional>
 
 #include "runtime/machine.h"
@@ -41,14 +42,26 @@ public:
 	machine(const machine &) = delete;
 	machine &operator=(const machine &) = delete;
 
-	// Run fn on a green thread (named "test") and wait for it.
+	// Run fn on a green thread (named "test") and wait for it.  An
+	// exception fn throws (a failed REQUIRE) is carried back and rethrown
+	// here, on the test's own thread, instead of escaping the green thread
+	// (which panics, as std::thread would terminate).
 	void run(std::function<void()> fn, thread_attr attr = {})
 	{
 		if (attr.name == nullptr)
 			attr.name = "test";
+		std::exception_ptr ex;
 		thread *td;
-		REQUIRE(thread_create(&td, attr, [&] { fn(); }) == 0);
+		REQUIRE(thread_create(&td, attr, [&] {
+			try {
+				fn();
+			} catch (...) {
+				ex = std::current_exception();
+			}
+		}) == 0);
 		REQUIRE(thread_join(td) == 0);
+		if (ex)
+			std::rethrow_exception(ex);
 	}
 
 private:
