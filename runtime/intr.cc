@@ -157,9 +157,6 @@ ticks() noexcept
 void
 preempt_init() noexcept
 {
-	static std::atomic<bool> done{false};
-	if (done.exchange(true))
-		return;
 	struct sigaction sa = {};
 	sa.sa_sigaction = preempt_handler;
 	sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;

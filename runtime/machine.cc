@@ -31,6 +31,7 @@
 #include "runtime/machine.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
+#include "runtime/segment.h"
 #include "runtime/stack.h"
 #include "runtime/thread.h"
 
@@ -136,9 +137,12 @@ machine_boot(const machine_config &cfg) noexcept
 		void *frames[4];
 		backtrace(frames, 4); // load libgcc now: panic() must not allocate
 		codemap_init();
-		fault_init();
-		preempt_init();
 	});
+	// Every boot: a forked child may have reset the handlers (death tests
+	// do), and both calls are idempotent.
+	fault_init();
+	preempt_init();
+	seg_set_commit_limit(cfg.commit_limit);
 
 	g_machine.ms_config = cfg;
 	g_machine.ms_ncpus = ncpus;
