@@ -31,12 +31,17 @@ sched runtime/internal/spinlock.h
 sync  runtime/internal/spinlock.h
 sched runtime/internal/seam.h
 sched runtime/internal/curthread.h
+sync  runtime/internal/seam.h
+sync  runtime/internal/curthread.h
 '
 # Why: spinlock.h is the raw spin lock under the scheduler (run-queue and
 # thread locks are spinlocks; sync/'s spin_mutex and turnstiles take them).
 # seam.h is DESIGN.md's one narrow seam between runtime/ and sched/ (the
 # switch and the choice of the next thread), and curthread.h the fast
-# curthread() the scheduler's hot paths need.  Tests are white-box besides:
+# curthread() the scheduler's hot paths need; sync/ blocks and wakes threads
+# through the same seam (thread_lock, mi_switch, sched_wakeup, priority
+# lending), as FreeBSD's turnstiles and sleep queues call into the
+# scheduler.  Tests are white-box besides:
 # tests/<component>/ may include <component>/internal/ and what
 # <component>/ itself may include.
 

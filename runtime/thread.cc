@@ -357,8 +357,7 @@ thread_yield() noexcept
 		std::this_thread::yield();
 		return;
 	}
-	thread_lock(td);
-	mi_switch(SW_VOL | SWT_RELINQUISH);
+	sched_yield(td);
 }
 
 int

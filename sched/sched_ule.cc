@@ -294,6 +294,11 @@ tdq_run_timers(tdq *q, uint64_t now) noexcept
 {
 	while (q->tdq_ntimers > 0 && q->tdq_timers[0]->td_timo <= now) {
 		thread *td = timer_pop(q);
+		spinlock *l = td->td_lock.load(std::memory_order_relaxed);
+		if (__builtin_expect(l != &q->tdq_lock && l != &blocked_lock, 0))
+			panic("softclock: sleeping thread \"%s\" (tid %d) in cpu%d's "
+			    "timers has another thread lock", td->td_name, td->td_tid,
+			    q->tdq_cpu);
 		td->td_inhibitors &= ~TDI_SLEEPING;
 		td->td_flags |= TDF_TIMEOUT;
 		td->td_wchan = nullptr;
@@ -640,10 +645,62 @@ sched_switch(thread *td, int flags) noexcept
 	cpu_switch(td, newtd, after);
 }
 
+// kern_yield(): the hot path of thread_yield(), which the yield ping-pong
+// benchmark measures.  It is sched_switch() for the one case of a running
+// thread going back to the tail of its own CPU's queue, with thread_lock(),
+// mi_switch()'s checks and the general branches folded away: the thread
+// lock of a running thread is its CPU's run-queue lock, taken directly.
+void
+sched_yield(thread *td) noexcept
+{
+	pcpu *pc = curpcpu_fast();
+	tdq *q = static_cast<tdq *>(pc->pc_sched);
+	// Nothing else queued here: nothing to yield to.  A racing wakeup that
+	// this racy read misses only makes this yield come a moment early.
+	if (__atomic_load_n(&q->tdq_runq.rq_status, __ATOMIC_RELAXED) == 0 &&
+	    __builtin_expect(!machine_stopping(), 1))
+		return;
+	if (__builtin_expect(td->td_critnest != 0 || td->td_spinlock_count != 0, 0))
+		panic("thread_yield(): thread \"%s\" (tid %d) in a critical section",
+		    td->td_name, td->td_tid);
+	// spinlock_enter(), knowing the counts are zero.
+	td->td_critnest = 1;
+	std::atomic_signal_fence(std::memory_order_seq_cst);
+	td->td_spinlock_count = 1;
+	std::atomic_signal_fence(std::memory_order_seq_cst);
+	q->tdq_lock.lock();
+	tdq_runq_add(q, td, false);
+	uint64_t next = q->tdq_next_timer.load(std::memory_order_relaxed);
+	if (__builtin_expect(next != UINT64_MAX, 0) && next <= coarse_ns())
+		tdq_run_timers(q, clock_ns());
+	thread *newtd = tdq_choose(q, pc, td);
+	if (newtd == td) {
+		td->td_state = TDS_RUNNING;
+	} else {
+		uint64_t now_tick = ss.ticks.load(std::memory_order_relaxed);
+		newtd->td_state = TDS_RUNNING;
+		newtd->td_cpu = newtd->td_lastcpu = q->tdq_cpu;
+		newtd->td_slicetick = now_tick;
+		q->tdq_curpri.store(newtd->td_priority, std::memory_order_relaxed);
+		q->tdq_switchtick.store(now_tick, std::memory_order_relaxed);
+		q->tdq_switchcnt.store(
+		    q->tdq_switchcnt.load(std::memory_order_relaxed) + 1,
+		    std::memory_order_relaxed);
+		pc->pc_switchticks = now_tick;
+		cpu_switch(td, newtd, &q->tdq_lock);
+	}
+	thread_unlock(td);
+}
+
 void
 sched_sleep_until(thread *td, uint64_t deadline_ns) noexcept
 {
 	tdq *q = tdq_self();
+	if (__builtin_expect(td->td_lock.load(std::memory_order_relaxed) != &q->tdq_lock ||
+		!q->tdq_lock.held(), 0))
+		panic("thread_sleep(): thread \"%s\" (tid %d) on cpu%d does not hold "
+		    "that CPU's run-queue lock (td_cpu %d)", td->td_name, td->td_tid,
+		    q->tdq_cpu, td->td_cpu);
 	td->td_timo = deadline_ns;
 	td->td_flags &= ~TDF_TIMEOUT;
 	timer_insert(q, td);
@@ -751,6 +808,15 @@ sched_ipi(pcpu *pc, bool can_lock) noexcept
 		owe |= OWEPREEMPT_SLICE;
 	if (machine_stopping())
 		owe |= OWEPREEMPT_PRI;
+	if (pc->pc_curthread->td_flags & TDF_IDLETD) {
+		// The signal may have caught the idle thread in its park (the
+		// futex wait restarts after the handler).  Run nothing here:
+		// whatever this handler queued locally would wake nobody.  Cut
+		// the park short instead, so the idle loop looks at its timers
+		// and its queue itself.
+		q->tdq_cpu_idle.store(0, std::memory_order_seq_cst);
+		return owe;
+	}
 	if (can_lock) {
 		uint64_t now = clock_ns();
 		if (q->tdq_next_timer.load(std::memory_order_acquire) <= now) {
@@ -838,6 +904,44 @@ sched_is_bound() noexcept
 	return (curthread_fast()->td_flags & TDF_BOUND) != 0;
 }
 
+namespace {
+
+// Give td the effective priority eff.  Requires td's thread lock.  A queued
+// thread moves to its new queue (at the head when it gains: a borrower runs
+// first among its equals, FreeBSD's SRQ_BORROWING); a running one updates
+// its CPU's curpri and owes a preemption if a better thread now waits there.
+void
+sched_thread_priority(thread *td, int eff) noexcept
+{
+	if (td->td_priority == eff)
+		return;
+	bool gain = eff < td->td_priority;
+	if (td->td_state == TDS_RUNQ) {
+		tdq *q = tdq_of(td->td_cpu);
+		tdq_runq_rem(q, td);
+		td->td_priority = static_cast<uint8_t>(eff);
+		tdq_runq_add(q, td, gain);
+		tdq_notify(q, td);
+		return;
+	}
+	td->td_priority = static_cast<uint8_t>(eff);
+	if (td->td_state == TDS_RUNNING && !(td->td_flags & TDF_FOREIGN) &&
+	    td->td_cpu != NOCPU) {
+		tdq *q = tdq_of(td->td_cpu);
+		q->tdq_curpri.store(eff, std::memory_order_relaxed);
+		if (td == curthread_fast() && q->tdq_runq.best_pri() < eff)
+			td->td_owepreempt = td->td_owepreempt | OWEPREEMPT_PRI;
+	}
+}
+
+inline int
+effective_pri(const thread *td) noexcept
+{
+	return td->td_base_pri < td->td_lend_pri ? td->td_base_pri : td->td_lend_pri;
+}
+
+} // namespace
+
 int
 sched_prio(thread *td, int pri) noexcept
 {
@@ -845,24 +949,23 @@ sched_prio(thread *td, int pri) noexcept
 		return EINVAL;
 	thread_lock(td);
 	td->td_base_pri = static_cast<uint8_t>(pri);
-	int eff = pri < td->td_lend_pri ? pri : td->td_lend_pri;
-	if (td->td_state == TDS_RUNQ) {
-		tdq *q = tdq_of(td->td_cpu);
-		tdq_runq_rem(q, td);
-		td->td_priority = static_cast<uint8_t>(eff);
-		tdq_runq_add(q, td, false);
-		tdq_notify(q, td);
-	} else {
-		td->td_priority = static_cast<uint8_t>(eff);
-		if (td == curthread_fast()) {
-			tdq *q = tdq_self();
-			q->tdq_curpri.store(eff, std::memory_order_relaxed);
-			if (q->tdq_runq.best_pri() < eff)
-				td->td_owepreempt = td->td_owepreempt | OWEPREEMPT_PRI;
-		}
-	}
+	sched_thread_priority(td, effective_pri(td));
 	thread_unlock(td);
 	return 0;
+}
+
+void
+sched_lend_prio(thread *td, int pri) noexcept
+{
+	td->td_lend_pri = static_cast<uint8_t>(pri);
+	sched_thread_priority(td, effective_pri(td));
+}
+
+void
+sched_unlend_prio(thread *td, int pri) noexcept
+{
+	td->td_lend_pri = static_cast<uint8_t>(pri);
+	sched_thread_priority(td, effective_pri(td));
 }
 
 void

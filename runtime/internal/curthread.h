@@ -1,4 +1,4 @@
-// Private to runtime/ and sched/: the fast curpcpu() and curthread().
+// Private to runtime/, sched/ and sync/: the fast curpcpu() and curthread().
 //
 // The CPU's pcpu pointer is a per-OS-thread variable, but a green thread can
 // move to another OS thread at any switch, and compilers assume that the

@@ -1,4 +1,5 @@
-// Private to runtime/ and sched/: the seam between the two.
+// Private to runtime/, sched/ and sync/: the seam between runtime/ and sched/,
+// which sync/ also uses to block and wake threads (turnstiles, sleep queues).
 //
 // runtime/ owns contexts, CPUs, threads and the switch itself; sched/ owns
 // run queues and every choice (which thread next, where a thread goes, when
@@ -103,6 +104,9 @@ void sched_wakeup(thread *td, int flags = 0) noexcept;
 // cpu_switch().  Requires curthread's thread lock, blocked by the caller
 // into *mtx... see sched_ule.cc.  Returns with the run-queue lock held.
 void sched_switch(thread *td, int flags) noexcept;
+// thread_yield() of curthread td (kern_yield): back to the tail of its
+// CPU's queue, the best queued thread runs.  Requires no lock held.
+void sched_yield(thread *td) noexcept;
 // Put curthread to sleep until deadline_ns on its CPU's timer queue.
 // Requires curthread's thread lock (its run-queue lock); returns with it
 // released, after the deadline.
@@ -114,6 +118,11 @@ void sched_hardclock(uint64_t ticks) noexcept;
 // In the preemption signal handler of the CPU: what is owed?  Returns 0, or
 // OWEPREEMPT_PRI / OWEPREEMPT_SLICE, and runs due timers when safe.
 int sched_ipi(pcpu *pc, bool can_lock) noexcept;
+// Priority lending (turnstiles): td's effective priority becomes the better
+// of its base priority and pri (PRI_MAX: nothing lent).  A queued thread is
+// re-queued, a running one may owe a preemption.  Requires td's thread lock.
+void sched_lend_prio(thread *td, int pri) noexcept;
+void sched_unlend_prio(thread *td, int pri) noexcept;
 // Count of threads queued or running on a CPU (tests, counters).
 int sched_load(int cpu) noexcept;
 
