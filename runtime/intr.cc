@@ -33,6 +33,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <thread>
 
 #include "runtime/critical.h"
@@ -51,6 +52,97 @@ std::atomic<uint64_t> g_coarse_ns{0};
 std::atomic<uint64_t> g_ticks{0};
 std::atomic<bool> g_hardclock_run{false};
 std::thread g_hardclock;
+
+// The timeouts (a binary heap on to_deadline) and the hardclock's wake word.
+// Locking key: (h) g_to_lock.
+spinlock g_to_lock;
+timeout **g_to_heap = nullptr; // (h)
+int g_to_n = 0, g_to_cap = 0;  // (h)
+std::atomic<uint64_t> g_hc_wake_at{0}; // when the hardclock plans to wake
+std::atomic<uint32_t> g_hc_word{0};    // bumped to wake it early
+
+inline void
+to_set(int i, timeout *t) noexcept
+{
+	g_to_heap[i] = t;
+	t->to_index = i;
+}
+
+void
+to_sift_up(int i) noexcept
+{
+	timeout *t = g_to_heap[i];
+	while (i > 0) {
+		int p = (i - 1) / 2;
+		if (g_to_heap[p]->to_deadline <= t->to_deadline)
+			break;
+		to_set(i, g_to_heap[p]);
+		i = p;
+	}
+	to_set(i, t);
+}
+
+void
+to_sift_down(int i) noexcept
+{
+	timeout *t = g_to_heap[i];
+	for (;;) {
+		int c = 2 * i + 1;
+		if (c >= g_to_n)
+			break;
+		if (c + 1 < g_to_n &&
+		    g_to_heap[c + 1]->to_deadline < g_to_heap[c]->to_deadline)
+			c++;
+		if (t->to_deadline <= g_to_heap[c]->to_deadline)
+			break;
+		to_set(i, g_to_heap[c]);
+		i = c;
+	}
+	to_set(i, t);
+}
+
+void
+to_remove_at(int i) noexcept
+{
+	timeout *t = g_to_heap[i];
+	t->to_index = -1;
+	if (--g_to_n > i) {
+		to_set(i, g_to_heap[g_to_n]);
+		to_sift_down(i);
+		to_sift_up(g_to_heap[i]->to_index);
+	}
+}
+
+// Run the due timeouts, on the hardclock thread, with no lock held.
+void
+timeouts_fire(uint64_t now) noexcept
+{
+	for (;;) {
+		spinlock_enter();
+		g_to_lock.lock();
+		timeout *t = nullptr;
+		if (g_to_n > 0 && g_to_heap[0]->to_deadline <= now) {
+			t = g_to_heap[0];
+			to_remove_at(0);
+		}
+		g_to_lock.unlock();
+		spinlock_exit();
+		if (t == nullptr)
+			return;
+		t->to_fn(t->to_arg);
+	}
+}
+
+uint64_t
+timeouts_next() noexcept
+{
+	spinlock_enter();
+	g_to_lock.lock();
+	uint64_t d = g_to_n > 0 ? g_to_heap[0]->to_deadline : UINT64_MAX;
+	g_to_lock.unlock();
+	spinlock_exit();
+	return d;
+}
 
 void
 preempt_handler(int, siginfo_t *, void *ucv) noexcept
@@ -115,17 +207,29 @@ hardclock_main() noexcept
 	pthread_sigmask(SIG_BLOCK, &set, nullptr);
 	int hz = g_machine.ms_config.hz > 0 ? g_machine.ms_config.hz : 1000;
 	uint64_t period = 1000000000ull / hz;
-	struct timespec next;
-	clock_gettime(CLOCK_MONOTONIC, &next);
+	uint64_t next_tick = clock_ns() + period;
 	uint64_t t = 0;
 	while (g_hardclock_run.load(std::memory_order_acquire)) {
-		next.tv_nsec += static_cast<long>(period);
-		while (next.tv_nsec >= 1000000000) {
-			next.tv_nsec -= 1000000000;
-			next.tv_sec++;
+		// Sleep until the next tick or the first timeout, whichever
+		// comes first; timeout_arm() wakes us if it brings that closer.
+		uint32_t word = g_hc_word.load(std::memory_order_acquire);
+		uint64_t to = timeouts_next();
+		uint64_t wake = to < next_tick ? to : next_tick;
+		g_hc_wake_at.store(wake, std::memory_order_seq_cst);
+		if (g_hc_word.load(std::memory_order_seq_cst) == word) {
+			struct timespec ts;
+			ts.tv_sec = static_cast<time_t>(wake / 1000000000ull);
+			ts.tv_nsec = static_cast<long>(wake % 1000000000ull);
+			futex_word(&g_hc_word, FUTEX_WAIT_BITSET_PRIVATE, word, &ts);
 		}
-		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, nullptr);
-		g_coarse_ns.store(clock_ns(), std::memory_order_relaxed);
+		uint64_t now = clock_ns();
+		timeouts_fire(now);
+		if (now < next_tick)
+			continue;
+		next_tick += period;
+		if (next_tick <= now) // fell behind (a loaded host): skip ahead
+			next_tick = now + period;
+		g_coarse_ns.store(now, std::memory_order_relaxed);
 		g_ticks.store(++t, std::memory_order_relaxed);
 		sched_hardclock(t);
 	}
@@ -152,6 +256,50 @@ uint64_t
 ticks() noexcept
 {
 	return g_ticks.load(std::memory_order_relaxed);
+}
+
+void
+timeout_arm(timeout *t, uint64_t deadline_ns, void (*fn)(void *), void *arg) noexcept
+{
+	spinlock_enter();
+	g_to_lock.lock();
+	if (t->to_index >= 0)
+		panic("timeout_arm: timeout %p already armed", static_cast<void *>(t));
+	if (g_to_n == g_to_cap) {
+		int cap = g_to_cap ? g_to_cap * 2 : 256;
+		void *p = std::realloc(g_to_heap, sizeof(timeout *) * cap);
+		if (p == nullptr)
+			panic("timeout_arm: no memory for the timeout heap");
+		g_to_heap = static_cast<timeout **>(p);
+		g_to_cap = cap;
+	}
+	t->to_deadline = deadline_ns;
+	t->to_fn = fn;
+	t->to_arg = arg;
+	to_set(g_to_n++, t);
+	to_sift_up(g_to_n - 1);
+	bool first = g_to_heap[0] == t;
+	g_to_lock.unlock();
+	spinlock_exit();
+	// Pairs with the hardclock's seq_cst store of g_hc_wake_at before its
+	// re-read of g_hc_word: it either sees our bump or we see its plan.
+	if (first && deadline_ns < g_hc_wake_at.load(std::memory_order_seq_cst)) {
+		g_hc_word.fetch_add(1, std::memory_order_seq_cst);
+		futex_word(&g_hc_word, FUTEX_WAKE_PRIVATE, 1, nullptr);
+	}
+}
+
+bool
+timeout_disarm(timeout *t) noexcept
+{
+	spinlock_enter();
+	g_to_lock.lock();
+	bool armed = t->to_index >= 0;
+	if (armed)
+		to_remove_at(t->to_index);
+	g_to_lock.unlock();
+	spinlock_exit();
+	return armed;
 }
 
 void
@@ -207,6 +355,8 @@ void
 hardclock_stop() noexcept
 {
 	g_hardclock_run.store(false, std::memory_order_release);
+	g_hc_word.fetch_add(1, std::memory_order_seq_cst);
+	futex_word(&g_hc_word, FUTEX_WAKE_PRIVATE, 1, nullptr);
 	if (g_hardclock.joinable())
 		g_hardclock.join();
 }
