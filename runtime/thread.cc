@@ -242,6 +242,9 @@ thread_exit() noexcept
 		    td->td_spinlock_count);
 	thread_list_remove(td);
 
+	// From here to the last switch we stay in one spinlock section: a
+	// preemption in between would let a joiner that saw td_exit == 1 spin
+	// for step 2 while we wait behind it (on one CPU, for ever).
 	spinlock_enter();
 	td->td_joinlock.lock();
 	td->td_exit.store(1, std::memory_order_release);
@@ -254,11 +257,18 @@ thread_exit() noexcept
 		sched_wakeup(joiner, SRQ_WAKER_LEAVES);
 	}
 	td->td_joinlock.unlock();
-	spinlock_exit();
 	if (td->td_foreign_join.load(std::memory_order_relaxed) != 0)
 		futex(&td->td_exit, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr);
 
-	thread_lock(td);
+	// thread_lock(td), inside the section we already hold.  A running
+	// thread's lock is its CPU's run-queue lock, never blocked_lock.
+	for (;;) {
+		spinlock *l = td->td_lock.load(std::memory_order_acquire);
+		l->lock();
+		if (td->td_lock.load(std::memory_order_relaxed) == l)
+			break;
+		l->unlock();
+	}
 	td->td_state = TDS_INACTIVE;
 	mi_switch(SW_VOL);
 	panic("thread_exit: dead thread \"%s\" resumed", td->td_name);
@@ -270,6 +280,8 @@ namespace {
 void
 thread_reap(thread *td) noexcept
 {
+	// td is in its last few instructions (it cannot be preempted there,
+	// see thread_exit()), on another CPU.
 	while (td->td_exit.load(std::memory_order_acquire) != 2)
 		__builtin_ia32_pause();
 	stack_free(td->td_stack);
