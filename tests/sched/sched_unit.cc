@@ -302,7 +302,9 @@ TEST_CASE("idle CPUs park and an IPI wakes them for new work", "[unit]")
 			green_thread t(thread_attr{.cpu = c}, [&where] { where = curcpu(); });
 			t.join();
 			CHECK(where == c);
-			CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+			// A lost wakeup would leave it parked for good; the bound
+			// is loose because the test host may be oversubscribed.
+			CHECK(std::chrono::steady_clock::now() - t0 < 5s);
 		}
 	});
 }
