@@ -178,10 +178,10 @@ void
 thread_lock(thread *td) noexcept
 {
 	spinlock_enter();
-	for (;;) {
+	for (unsigned n = 0;;) {
 		spinlock *l = td->td_lock.load(std::memory_order_acquire);
 		if (l == &blocked_lock || l == nullptr) {
-			__builtin_ia32_pause();
+			cpu_spinwait(n);
 			continue;
 		}
 		l->lock();
@@ -219,8 +219,9 @@ spinlock *
 thread_lock_block_wait(thread *td) noexcept
 {
 	spinlock *l;
+	unsigned n = 0;
 	while ((l = td->td_lock.load(std::memory_order_acquire)) == &blocked_lock)
-		__builtin_ia32_pause();
+		cpu_spinwait(n);
 	return l;
 }
 

@@ -282,8 +282,9 @@ thread_reap(thread *td) noexcept
 {
 	// td is in its last few instructions (it cannot be preempted there,
 	// see thread_exit()), on another CPU.
+	unsigned n = 0;
 	while (td->td_exit.load(std::memory_order_acquire) != 2)
-		__builtin_ia32_pause();
+		cpu_spinwait(n);
 	stack_free(td->td_stack);
 }
 

@@ -185,8 +185,15 @@ tdq_load_rem(tdq *q) noexcept
 	q->tdq_load.fetch_sub(1, std::memory_order_relaxed);
 }
 
-// Step 2 of the protocol.  Requires q's lock; td was just queued on q.
-void
+// What a remote CPU needs after a thread was queued on it (step 2).
+enum notify_action { NOTIFY_NONE, NOTIFY_WAKE, NOTIFY_IPI };
+
+// Step 2 of the protocol, the decision.  Requires q's lock; td was just
+// queued on q.  The system call it may call for (a futex wake or a signal)
+// is made by tdq_notify_send() once q's lock is released: a lock holder in
+// a system call keeps every other CPU that wants the lock spinning, and on
+// an oversubscribed host the holder may not even be scheduled.
+notify_action
 tdq_notify(tdq *q, thread *td) noexcept
 {
 	pcpu *me = curpcpu_fast();
@@ -194,17 +201,28 @@ tdq_notify(tdq *q, thread *td) noexcept
 		thread *cur = me->pc_curthread;
 		if (should_preempt(td->td_priority, cur->td_priority, false))
 			cur->td_owepreempt = cur->td_owepreempt | OWEPREEMPT_PRI;
-		return;
+		return NOTIFY_NONE;
 	}
 	std::atomic_thread_fence(std::memory_order_seq_cst);
 	if (q->tdq_cpu_idle.load(std::memory_order_seq_cst) != 0) {
 		if (q->tdq_cpu_idle.exchange(0, std::memory_order_seq_cst) != 0)
-			ipi_wake_word(&q->tdq_cpu_idle);
-		return;
+			return NOTIFY_WAKE;
+		return NOTIFY_NONE;
 	}
 	if (should_preempt(td->td_priority,
 		q->tdq_curpri.load(std::memory_order_relaxed), true) &&
 	    q->tdq_owepreempt.exchange(1, std::memory_order_relaxed) == 0)
+		return NOTIFY_IPI;
+	return NOTIFY_NONE;
+}
+
+// Step 2, the system call.  Called with no run-queue lock held.
+void
+tdq_notify_send(tdq *q, notify_action a) noexcept
+{
+	if (a == NOTIFY_WAKE)
+		ipi_wake_word(&q->tdq_cpu_idle);
+	else if (a == NOTIFY_IPI)
 		ipi_preempt(q->tdq_pcpu);
 }
 
@@ -305,9 +323,29 @@ tdq_run_timers(tdq *q, uint64_t now) noexcept
 		td->td_wmesg = nullptr;
 		tdq_runq_add(q, td, false);
 		tdq_load_add(q);
-		tdq_notify(q, td);
+		// Timers run on their own CPU: a local notification, which
+		// never asks for a system call.
+		(void)tdq_notify(q, td);
 	}
 	timer_publish(q);
+}
+
+// A thread that runs again after a switch holds, as its thread lock, the
+// run-queue lock of the CPU it resumed on (handed over by the switch).
+// Anything else would release the wrong lock and leave that CPU's locked.
+void
+tdq_check_resumed(thread *td, const char *where) noexcept
+{
+	if constexpr (config::invariants) {
+		tdq *q = tdq_self();
+		spinlock *l = td->td_lock.load(std::memory_order_relaxed);
+		if (__builtin_expect(l != &q->tdq_lock || !l->held(), 0))
+			panic("%s: thread \"%s\" (tid %d) resumed on cpu%d with "
+			    "td_lock %p, not that CPU's run-queue lock %p%s", where,
+			    td->td_name, td->td_tid, q->tdq_cpu,
+			    static_cast<void *>(l), static_cast<void *>(&q->tdq_lock),
+			    l == &blocked_lock ? " (blocked_lock)" : "");
+	}
 }
 
 // ---- Placement (step 1).
@@ -556,8 +594,9 @@ sched_add_new(thread *td) noexcept
 	tdq_runq_add(q, td, false);
 	q->tdq_newest = td;
 	tdq_load_add(q);
-	tdq_notify(q, td);
+	notify_action a = tdq_notify(q, td);
 	q->tdq_lock.unlock();
+	tdq_notify_send(q, a);
 	spinlock_exit();
 }
 
@@ -573,8 +612,9 @@ sched_wakeup(thread *td, int flags) noexcept
 	q->tdq_newest = td;
 	tdq_load_add(q);
 	td->td_lock.store(&q->tdq_lock, std::memory_order_release);
-	tdq_notify(q, td);
+	notify_action a = tdq_notify(q, td);
 	q->tdq_lock.unlock();
+	tdq_notify_send(q, a);
 }
 
 void
@@ -603,8 +643,9 @@ sched_switch(thread *td, int flags) noexcept
 			td->td_cpu = t->tdq_cpu;
 			tdq_runq_add(t, td, false);
 			tdq_load_add(t);
-			tdq_notify(t, td);
+			notify_action a = tdq_notify(t, td);
 			t->tdq_lock.unlock();
+			tdq_notify_send(t, a);
 			q->tdq_lock.lock();
 			after = &t->tdq_lock;
 		} else {
@@ -643,6 +684,7 @@ sched_switch(thread *td, int flags) noexcept
 	    std::memory_order_relaxed);
 	pc->pc_switchticks = now_tick;
 	cpu_switch(td, newtd, after);
+	tdq_check_resumed(td, "sched_switch");
 }
 
 // kern_yield(): the hot path of thread_yield(), which the yield ping-pong
@@ -688,6 +730,7 @@ sched_yield(thread *td) noexcept
 		    std::memory_order_relaxed);
 		pc->pc_switchticks = now_tick;
 		cpu_switch(td, newtd, &q->tdq_lock);
+		tdq_check_resumed(td, "sched_yield");
 	}
 	thread_unlock(td);
 }
@@ -722,8 +765,15 @@ sched_idle_loop(pcpu *pc) noexcept
 		if (machine_stopping())
 			return;
 		if (q->tdq_load.load(std::memory_order_acquire) > 0) {
+			uint64_t sw = pc->pc_cnt_switches;
 			thread_lock(idle);
 			mi_switch(SW_VOL);
+			// Nothing could run yet (its thread is still being
+			// switched out by the CPU that moved it here): back off
+			// instead of hammering our lock, which that CPU may need.
+			if (pc->pc_cnt_switches == sw)
+				for (int i = 0; i < 256; i++)
+					__builtin_ia32_pause();
 			spin_start = 0;
 			continue;
 		}
@@ -921,7 +971,9 @@ sched_thread_priority(thread *td, int eff) noexcept
 		tdq_runq_rem(q, td);
 		td->td_priority = static_cast<uint8_t>(eff);
 		tdq_runq_add(q, td, gain);
-		tdq_notify(q, td);
+		// Rare (a priority change of a queued thread): the system
+		// call, if any, is made under the thread lock.
+		tdq_notify_send(q, tdq_notify(q, td));
 		return;
 	}
 	td->td_priority = static_cast<uint8_t>(eff);

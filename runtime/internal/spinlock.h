@@ -12,10 +12,26 @@
 // ordering; both pair with each other across CPUs.
 #pragma once
 
+#include <sched.h>
+
 #include <atomic>
 #include <cstdint>
 
 namespace usmp {
+
+// One step of a spin-wait (cpu_spinwait(9) with a userspace twist): a
+// kernel spinner waits for a holder that cannot lose its CPU; ours can,
+// since the host deschedules OS threads at will and tests run 8 CPUs on 2
+// cores.  So after about 10 us of pause instructions, every further step
+// gives the core away (sched_yield) so that a descheduled holder can run.
+inline void
+cpu_spinwait(unsigned &n) noexcept
+{
+	if (++n < 1024)
+		__builtin_ia32_pause();
+	else
+		sched_yield();
+}
 
 struct spinlock {
 	// sl_word: 0 = free, 1 = held.  (a) acquire on lock, release on unlock.
@@ -23,11 +39,11 @@ struct spinlock {
 
 	void lock() noexcept
 	{
-		for (;;) {
+		for (unsigned n = 0;;) {
 			if (sl_word.exchange(1, std::memory_order_acquire) == 0)
 				return;
 			while (sl_word.load(std::memory_order_relaxed) != 0)
-				__builtin_ia32_pause();
+				cpu_spinwait(n);
 		}
 	}
 	bool try_lock() noexcept
