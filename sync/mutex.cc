@@ -1,0 +1,602 @@
+// Mutexes: the slow paths of usmp::mutex and usmp::spin_mutex, their lock
+// classes, Giant (kern_mutex.c).
+//
+// Sleep mutex, contested lock (_mtx_lock_sleep):
+//  1. Recursion: the word's owner is curthread; allowed with LOCK_RECURSE
+//     (or lock_recurse()), counted in mtx_recurse, flagged MTX_RECURSED.
+//  2. A free word is taken by CAS (acquire; pairs with the release store or
+//     CAS of the previous owner's unlock).
+//  3. Adaptive spinning: while the owner runs on a CPU (td_state ==
+//     TDS_RUNNING, not us) it will likely release soon, so spin with
+//     exponential backoff (lock_delay), for at most MTX_SPIN_LIMIT pauses in
+//     all: these CPUs are OS threads that the host may deschedule, and a
+//     foreign owner always looks "running".
+//  4. turnstile_trywait, re-read the word under the chain lock; free, or
+//     the owner running again and spin budget left: cancel and retry.
+//  5. Set MTX_CONTESTED by CAS (a failure re-evaluates with the chain still
+//     locked), then turnstile_wait: block, lending our priority.  When
+//     woken, go back to 2: no hand-off, newcomers may barge.
+//
+// Unlock (_mtx_unlock_sleep): a recursed word unrecurses.  A contested one
+// is released (store, release) under the chain lock, and every waiter is
+// woken (turnstile_broadcast, turnstile_unpend), which also gives back the
+// priority lent to us through this lock.
+//
+// Misuse is reported always (one load or compare on paths that are already
+// slow): unlock by a non-owner, recursion without the flag, a sleep mutex
+// taken in a critical section or with a spin mutex held (checked in the
+// inline fast path too: one load of td_critnest), destroy of a held
+// (recursed) mutex or one with waiters, any use after destroy (the word is
+// MTX_DESTROYED, so the fast CAS fails and the slow path names the lock).
+//
+// Reading a possible owner's td_state while spinning is racy, as in
+// FreeBSD: the owner may have released and exited.  Stacks (where struct
+// thread lives) go back to per-CPU caches and stay mapped in practice.
+#include "sync/mutex.h"
+
+#include <time.h>
+
+#include <cstddef>
+#include <type_traits>
+
+#include "runtime/panic.h"
+#include "sync/turnstile.h"
+
+namespace usmp {
+
+static_assert(std::is_standard_layout_v<mutex>, "mutex: lock object first");
+static_assert(std::is_standard_layout_v<spin_mutex>, "spin_mutex: lock object first");
+
+namespace {
+
+constexpr unsigned MTX_SPIN_LIMIT = 4096; // pauses of adaptive spinning
+constexpr unsigned MTX_DELAY_MAX = 128;
+
+std::atomic<uint64_t> spin_hang_ns{10'000'000'000ull};
+
+uint64_t
+mono_ns() noexcept
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull +
+	    static_cast<uint64_t>(ts.tv_nsec);
+}
+
+inline void
+lock_delay(unsigned &delay, unsigned max) noexcept
+{
+	for (unsigned i = 0; i < delay; i++)
+		__builtin_ia32_pause();
+	if (delay < max)
+		delay <<= 1;
+}
+
+inline thread *
+word_owner(uintptr_t v) noexcept
+{
+	return reinterpret_cast<thread *>(v & ~uintptr_t{MTX_FLAGMASK});
+}
+
+// ---- Lock classes.
+
+void
+assert_mtx(const lock_object *lo, int what, const char *file, int line)
+{
+	reinterpret_cast<const mutex *>(lo)->assert_state(what, file, line);
+}
+
+uintptr_t
+unlock_mtx(lock_object *lo)
+{
+	return mutex::from_lo(lo)->unlock_all("lc_unlock", 0);
+}
+
+void
+lock_mtx(lock_object *lo, uintptr_t how)
+{
+	mutex::from_lo(lo)->relock_depth(static_cast<unsigned>(how), "lc_lock", 0);
+}
+
+thread *
+owner_mtx(const lock_object *lo)
+{
+	return reinterpret_cast<const mutex *>(lo)->owner();
+}
+
+void
+assert_spin(const lock_object *lo, int what, const char *file, int line)
+{
+	reinterpret_cast<const spin_mutex *>(lo)->assert_state(what, file, line);
+}
+
+uintptr_t
+unlock_spin(lock_object *lo)
+{
+	panic("spin locks can only use msleep_spin (spin mutex \"%s\")", lo->lo_name);
+}
+
+void
+lock_spin(lock_object *lo, uintptr_t)
+{
+	panic("spin locks can only use msleep_spin (spin mutex \"%s\")", lo->lo_name);
+}
+
+thread *
+owner_spin(const lock_object *lo)
+{
+	return reinterpret_cast<const spin_mutex *>(lo)->owner();
+}
+
+} // namespace
+
+const lock_class lock_class_mtx_sleep = {
+	"sleep mutex",
+	LC_SLEEPLOCK | LC_RECURSABLE,
+	assert_mtx,
+	unlock_mtx,
+	lock_mtx,
+	owner_mtx,
+};
+
+const lock_class lock_class_mtx_spin = {
+	"spin mutex",
+	LC_SPINLOCK | LC_RECURSABLE,
+	assert_spin,
+	unlock_spin,
+	lock_spin,
+	owner_spin,
+};
+
+// ---- usmp::mutex.
+
+mutex::mutex(const char *name, const char *type, unsigned opts,
+    const char *file, int line) noexcept
+{
+	lock_init(&mtx_lo, &lock_class_mtx_sleep, name, type, opts, "mtx_init()",
+	    file, line);
+}
+
+mutex::~mutex()
+{
+	if (mtx_lo.lo_flags & LO_INITIALIZED)
+		destroy("~mutex()", 0);
+}
+
+mutex *
+mutex::from_lo(lock_object *lo) noexcept
+{
+	return reinterpret_cast<mutex *>(lo);
+}
+
+void
+mutex::lock_hard(const char *file, int line, unsigned opts) noexcept
+{
+	thread *td = curthread_fast();
+	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
+	lock_check_live(&mtx_lo, "mtx_lock()", file, line);
+	if (td->td_critnest != 0)
+		panic("mtx_lock() of sleep mutex \"%s\" in a critical section%s "
+		      "@ %s:%d",
+		    mtx_lo.lo_name,
+		    td->td_spinlock_count != 0 ? " (a spin mutex is held)" : "",
+		    file, line);
+	if constexpr (config::invariants) {
+		if (td->td_flags & TDF_IDLETD)
+			panic("mtx_lock() by idle thread %p on sleep mutex %s @ %s:%d",
+			    static_cast<void *>(td), mtx_lo.lo_name, file, line);
+	}
+	uintptr_t v = mtx_lock.load(std::memory_order_relaxed);
+	if ((v & ~uintptr_t{MTX_FLAGMASK}) == tid) {
+		if (!(mtx_lo.lo_flags & LO_RECURSABLE) && !(opts & LOCK_RECURSE))
+			panic("_mtx_lock_sleep: recursed on non-recursive mutex %s "
+			      "@ %s:%d",
+			    mtx_lo.lo_name, file, line);
+		mtx_recurse++;
+		mtx_lock.fetch_or(MTX_RECURSED, std::memory_order_relaxed);
+		return;
+	}
+
+	unsigned spun = 0;
+	for (;;) {
+		if (v == MTX_UNOWNED) {
+			if (mtx_lock.compare_exchange_weak(v, tid,
+				std::memory_order_acquire, std::memory_order_relaxed))
+				return;
+			continue;
+		}
+		if (__builtin_expect(v == MTX_DESTROYED, 0))
+			lock_check_failed(&mtx_lo, "mtx_lock()", file, line);
+		thread *owner = word_owner(v);
+		if (spun < MTX_SPIN_LIMIT && owner != td &&
+		    owner->td_state == TDS_RUNNING) {
+			// Adaptive spin while the owner runs.
+			unsigned delay = 1;
+			while (spun < MTX_SPIN_LIMIT) {
+				spun += delay;
+				lock_delay(delay, MTX_DELAY_MAX);
+				v = mtx_lock.load(std::memory_order_relaxed);
+				if (word_owner(v) != owner ||
+				    owner->td_state != TDS_RUNNING)
+					break;
+			}
+			v = mtx_lock.load(std::memory_order_relaxed);
+			continue;
+		}
+
+		turnstile *ts = turnstile_trywait(&mtx_lo);
+		v = mtx_lock.load(std::memory_order_relaxed);
+	retry_ts:
+		if (v == MTX_UNOWNED || v == MTX_DESTROYED) {
+			turnstile_cancel(ts, &mtx_lo);
+			continue;
+		}
+		owner = word_owner(v);
+		if (spun < MTX_SPIN_LIMIT && owner->td_state == TDS_RUNNING &&
+		    !(owner->td_flags & TDF_FOREIGN)) {
+			turnstile_cancel(ts, &mtx_lo);
+			v = mtx_lock.load(std::memory_order_relaxed);
+			continue;
+		}
+		if (!(v & MTX_CONTESTED)) {
+			if (!mtx_lock.compare_exchange_strong(v, v | MTX_CONTESTED,
+				std::memory_order_relaxed, std::memory_order_relaxed))
+				goto retry_ts;
+		}
+		turnstile_wait(ts, &mtx_lo, owner, TS_EXCLUSIVE_QUEUE);
+		v = mtx_lock.load(std::memory_order_relaxed);
+	}
+}
+
+void
+mutex::unlock_hard(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	uintptr_t v = mtx_lock.load(std::memory_order_relaxed);
+	if (v == MTX_DESTROYED)
+		lock_check_failed(&mtx_lo, "mtx_unlock()", file, line);
+	lock_check_live(&mtx_lo, "mtx_unlock()", file, line);
+	if (word_owner(v) != td) {
+		thread *o = word_owner(v);
+		if (o == nullptr)
+			panic("mtx_unlock() of mutex \"%s\" not owned @ %s:%d "
+			      "(it is unlocked)",
+			    mtx_lo.lo_name, file, line);
+		panic("mtx_unlock() of mutex \"%s\" not owned @ %s:%d "
+		      "(held by thread \"%s\", tid %d)",
+		    mtx_lo.lo_name, file, line, o->td_name, o->td_tid);
+	}
+	if (v & MTX_RECURSED) {
+		if (--mtx_recurse == 0)
+			mtx_lock.fetch_and(~uintptr_t{MTX_RECURSED},
+			    std::memory_order_relaxed);
+		return;
+	}
+	// Contested: release under the chain lock and wake everybody.
+	turnstile_chain_lock(&mtx_lo);
+	mtx_lock.store(MTX_UNOWNED, std::memory_order_release);
+	turnstile *ts = turnstile_lookup(&mtx_lo);
+	if (ts != nullptr) {
+		turnstile_broadcast(ts, TS_EXCLUSIVE_QUEUE);
+		turnstile_unpend(ts);
+	}
+	turnstile_chain_unlock(&mtx_lo);
+}
+
+bool
+mutex::try_lock(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
+	uintptr_t v = MTX_UNOWNED;
+	if (mtx_lock.compare_exchange_strong(v, tid, std::memory_order_acquire,
+		std::memory_order_relaxed))
+		return true;
+	if (v == MTX_DESTROYED)
+		lock_check_failed(&mtx_lo, "mtx_trylock()", file, line);
+	lock_check_live(&mtx_lo, "mtx_trylock()", file, line);
+	if (word_owner(v) == td && (mtx_lo.lo_flags & LO_RECURSABLE)) {
+		mtx_recurse++;
+		mtx_lock.fetch_or(MTX_RECURSED, std::memory_order_relaxed);
+		return true;
+	}
+	return false;
+}
+
+void
+mutex::destroy(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	uintptr_t v = mtx_lock.load(std::memory_order_acquire);
+	if (v == MTX_DESTROYED)
+		lock_check_failed(&mtx_lo, "mtx_destroy()", file, line);
+	lock_check_live(&mtx_lo, "mtx_destroy()", file, line);
+	if (v != MTX_UNOWNED) {
+		thread *o = word_owner(v);
+		if (o != td)
+			panic("mtx_destroy() of mutex \"%s\" held by thread \"%s\" "
+			      "(tid %d) @ %s:%d",
+			    mtx_lo.lo_name, o->td_name, o->td_tid, file, line);
+		if (v & MTX_RECURSED)
+			panic("mtx_destroy() of recursed mutex \"%s\" @ %s:%d",
+			    mtx_lo.lo_name, file, line);
+		if (v & MTX_CONTESTED)
+			panic("mtx_destroy() of mutex \"%s\" with waiters @ %s:%d",
+			    mtx_lo.lo_name, file, line);
+	}
+	mtx_lock.store(MTX_DESTROYED, std::memory_order_release);
+	lock_destroy(&mtx_lo);
+}
+
+void
+mutex::assert_state(int what, const char *file, int line) const noexcept
+{
+	uintptr_t v = mtx_lock.load(std::memory_order_relaxed);
+	bool own = v != MTX_DESTROYED &&
+	    word_owner(v) == curthread_fast();
+	switch (what & ~(MA_RECURSED | MA_NOTRECURSED)) {
+	case MA_OWNED:
+		if (!own)
+			panic("mutex %s not owned at %s:%d", mtx_lo.lo_name, file,
+			    line);
+		if ((what & MA_RECURSED) && !(v & MTX_RECURSED))
+			panic("mutex %s unrecursed at %s:%d", mtx_lo.lo_name,
+			    file, line);
+		if ((what & MA_NOTRECURSED) && (v & MTX_RECURSED))
+			panic("mutex %s recursed at %s:%d", mtx_lo.lo_name, file,
+			    line);
+		return;
+	case MA_NOTOWNED:
+		if (what != MA_NOTOWNED)
+			break;
+		if (own)
+			panic("mutex %s owned at %s:%d", mtx_lo.lo_name, file, line);
+		return;
+	}
+	panic("unknown mtx_assert at %s:%d", file, line);
+}
+
+void
+mutex::assert_owned(const char *file, int line) const noexcept
+{
+	assert_state(MA_OWNED, file, line);
+}
+
+void
+mutex::assert_not_owned(const char *file, int line) const noexcept
+{
+	assert_state(MA_NOTOWNED, file, line);
+}
+
+void
+mutex::assert_recursed(const char *file, int line) const noexcept
+{
+	assert_state(MA_OWNED | MA_RECURSED, file, line);
+}
+
+void
+mutex::assert_not_recursed(const char *file, int line) const noexcept
+{
+	assert_state(MA_OWNED | MA_NOTRECURSED, file, line);
+}
+
+unsigned
+mutex::unlock_all(const char *file, int line) noexcept
+{
+	assert_state(MA_OWNED, file, line);
+	unsigned depth = 1 + mtx_recurse;
+	if (mtx_recurse != 0) {
+		mtx_recurse = 0;
+		mtx_lock.fetch_and(~uintptr_t{MTX_RECURSED},
+		    std::memory_order_relaxed);
+	}
+	unlock(file, line);
+	return depth;
+}
+
+void
+mutex::relock_depth(unsigned depth, const char *file, int line) noexcept
+{
+	lock(file, line);
+	if (depth > 1) {
+		mtx_recurse = depth - 1;
+		mtx_lock.fetch_or(MTX_RECURSED, std::memory_order_relaxed);
+	}
+}
+
+// ---- usmp::spin_mutex.
+
+void
+spin_mutex_set_hang_limit(std::chrono::nanoseconds limit) noexcept
+{
+	spin_hang_ns.store(static_cast<uint64_t>(limit.count()),
+	    std::memory_order_relaxed);
+}
+
+spin_mutex::spin_mutex(const char *name, const char *type, unsigned opts,
+    const char *file, int line) noexcept
+{
+	lock_init(&mtx_lo, &lock_class_mtx_spin, name, type, opts, "mtx_init()",
+	    file, line);
+}
+
+spin_mutex::~spin_mutex()
+{
+	if (mtx_lo.lo_flags & LO_INITIALIZED)
+		destroy("~spin_mutex()", 0);
+}
+
+spin_mutex *
+spin_mutex::from_lo(lock_object *lo) noexcept
+{
+	return reinterpret_cast<spin_mutex *>(lo);
+}
+
+// Entered inside the spinlock section of lock(); returns inside one, owning.
+void
+spin_mutex::lock_hard(uintptr_t v, const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
+	if (v == MTX_DESTROYED)
+		lock_check_failed(&mtx_lo, "mtx_lock_spin()", file, line);
+	lock_check_live(&mtx_lo, "mtx_lock_spin()", file, line);
+	if (v == tid) {
+		if (!(mtx_lo.lo_flags & LO_RECURSABLE))
+			panic("mtx_lock_spin: recursed on non-recursive mutex %s "
+			      "@ %s:%d",
+			    mtx_lo.lo_name, file, line);
+		mtx_recurse++;
+		return;
+	}
+	uint64_t start = 0;
+	unsigned n = 0;
+	for (;;) {
+		// Give interrupts (preemption) a chance while we spin.
+		spinlock_exit();
+		unsigned delay = 1;
+		while ((v = mtx_lock.load(std::memory_order_relaxed)) !=
+		    MTX_UNOWNED) {
+			if (v == MTX_DESTROYED)
+				lock_check_failed(&mtx_lo, "mtx_lock_spin()", file,
+				    line);
+			lock_delay(delay, 1024);
+			if ((++n & 255) == 0) {
+				uint64_t now = mono_ns();
+				if (start == 0)
+					start = now;
+				else if (now - start >
+				    spin_hang_ns.load(std::memory_order_relaxed)) {
+					thread *o = word_owner(v);
+					panic("spin lock %p (%s) held by %p (tid %d) "
+					      "too long @ %s:%d: spin lock held too "
+					      "long",
+					    static_cast<void *>(this),
+					    mtx_lo.lo_name, static_cast<void *>(o),
+					    o != nullptr ? o->td_tid : 0, file, line);
+				}
+			}
+		}
+		spinlock_enter();
+		v = MTX_UNOWNED;
+		if (mtx_lock.compare_exchange_strong(v, tid,
+			std::memory_order_acquire, std::memory_order_relaxed))
+			return;
+	}
+}
+
+void
+spin_mutex::unlock_hard(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	uintptr_t v = mtx_lock.load(std::memory_order_relaxed);
+	if (v == MTX_DESTROYED)
+		lock_check_failed(&mtx_lo, "mtx_unlock_spin()", file, line);
+	lock_check_live(&mtx_lo, "mtx_unlock_spin()", file, line);
+	if (v != reinterpret_cast<uintptr_t>(td))
+		panic("mtx_unlock_spin() of spin mutex \"%s\" not owned @ %s:%d",
+		    mtx_lo.lo_name, file, line);
+	mtx_recurse--;
+	spinlock_exit();
+}
+
+bool
+spin_mutex::try_lock(const char *file, int line) noexcept
+{
+	spinlock_enter();
+	uintptr_t v = MTX_UNOWNED;
+	if (mtx_lock.compare_exchange_strong(v,
+		reinterpret_cast<uintptr_t>(curthread_fast()),
+		std::memory_order_acquire, std::memory_order_relaxed))
+		return true;
+	spinlock_exit();
+	if (v == MTX_DESTROYED)
+		lock_check_failed(&mtx_lo, "mtx_trylock_spin()", file, line);
+	return false;
+}
+
+void
+spin_mutex::destroy(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	uintptr_t v = mtx_lock.load(std::memory_order_acquire);
+	if (v == MTX_DESTROYED)
+		lock_check_failed(&mtx_lo, "mtx_destroy()", file, line);
+	lock_check_live(&mtx_lo, "mtx_destroy()", file, line);
+	bool held = false;
+	if (v != MTX_UNOWNED) {
+		thread *o = word_owner(v);
+		if (o != td)
+			panic("mtx_destroy() of spin mutex \"%s\" held by thread "
+			      "\"%s\" (tid %d) @ %s:%d",
+			    mtx_lo.lo_name, o->td_name, o->td_tid, file, line);
+		if (mtx_recurse != 0)
+			panic("mtx_destroy() of recursed spin mutex \"%s\" @ %s:%d",
+			    mtx_lo.lo_name, file, line);
+		held = true;
+	}
+	mtx_lock.store(MTX_DESTROYED, std::memory_order_release);
+	lock_destroy(&mtx_lo);
+	if (held)
+		spinlock_exit();
+}
+
+void
+spin_mutex::assert_state(int what, const char *file, int line) const noexcept
+{
+	uintptr_t v = mtx_lock.load(std::memory_order_relaxed);
+	bool own = v == reinterpret_cast<uintptr_t>(curthread_fast());
+	switch (what & ~(MA_RECURSED | MA_NOTRECURSED)) {
+	case MA_OWNED:
+		if (!own)
+			panic("mutex %s not owned at %s:%d", mtx_lo.lo_name, file,
+			    line);
+		if ((what & MA_RECURSED) && mtx_recurse == 0)
+			panic("mutex %s unrecursed at %s:%d", mtx_lo.lo_name,
+			    file, line);
+		if ((what & MA_NOTRECURSED) && mtx_recurse != 0)
+			panic("mutex %s recursed at %s:%d", mtx_lo.lo_name, file,
+			    line);
+		return;
+	case MA_NOTOWNED:
+		if (what != MA_NOTOWNED)
+			break;
+		if (own)
+			panic("mutex %s owned at %s:%d", mtx_lo.lo_name, file, line);
+		return;
+	}
+	panic("unknown mtx_assert at %s:%d", file, line);
+}
+
+void
+spin_mutex::assert_owned(const char *file, int line) const noexcept
+{
+	assert_state(MA_OWNED, file, line);
+}
+
+void
+spin_mutex::assert_not_owned(const char *file, int line) const noexcept
+{
+	assert_state(MA_NOTOWNED, file, line);
+}
+
+// ---- Giant.
+
+mutex Giant("Giant", nullptr, LOCK_RECURSE);
+
+int
+drop_giant() noexcept
+{
+	if (!Giant.owned())
+		return 0;
+	return static_cast<int>(Giant.unlock_all(__FILE__, __LINE__));
+}
+
+void
+pickup_giant(int depth) noexcept
+{
+	if (depth > 0)
+		Giant.relock_depth(static_cast<unsigned>(depth), __FILE__, __LINE__);
+}
+
+} // namespace usmp
