@@ -222,7 +222,7 @@ machine_shutdown() noexcept
 		printf_diag("machine_shutdown(): %d green thread%s left behind "
 		    "(they never run again)", live, live == 1 ? "" : "s");
 		for (int c = 0; c < g_machine.ms_ncpus; c++)
-			printf_diag("  cpu%d: load %d", c, sched_load(c));
+			sched_dump_cpu(c);
 	}
 
 	g_machine.ms_running.store(false, std::memory_order_release);

@@ -882,6 +882,40 @@ sched_ipi(pcpu *pc, bool can_lock) noexcept
 	return owe;
 }
 
+void
+sched_dump_cpu(int cpu) noexcept
+{
+	if (cpu < 0 || cpu >= ss.ncpus)
+		return;
+	tdq *q = tdq_of(cpu);
+	printf_diag("  cpu%d: load %d transferable %d parked %u owepreempt %d "
+	    "curpri %d switches %llu timers %d lock %s", cpu,
+	    q->tdq_load.load(), q->tdq_transferable.load(),
+	    q->tdq_cpu_idle.load(), q->tdq_owepreempt.load(),
+	    q->tdq_curpri.load(),
+	    static_cast<unsigned long long>(q->tdq_switchcnt.load()),
+	    q->tdq_ntimers, q->tdq_lock.held() ? "held" : "free");
+	uint64_t bits = q->tdq_runq.rq_status;
+	for (int i = 0; i < RQ_NQS; i++) {
+		const runq::head &h = q->tdq_runq.rq_queues[i];
+		bool bit = (bits >> i) & 1;
+		if (!bit && h.first == nullptr)
+			continue;
+		for (thread *td = h.first; td != nullptr; td = td->td_runq_next) {
+			spinlock *l = td->td_lock.load();
+			int lc = -1;
+			for (int c = 0; c < ss.ncpus; c++)
+				if (l == &tdq_of(c)->tdq_lock)
+					lc = c;
+			printf_diag("    queue %d%s: \"%s\" (tid %d) state %d pri %d "
+			    "td_cpu %d td_lock %s%d", i, bit ? "" : " (bit clear!)",
+			    td->td_name, td->td_tid, td->td_state, td->td_priority,
+			    td->td_cpu, l == &blocked_lock ? "blocked " : "cpu",
+			    lc);
+		}
+	}
+}
+
 int
 sched_load(int cpu) noexcept
 {

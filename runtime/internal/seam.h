@@ -141,6 +141,8 @@ int sched_ipi(pcpu *pc, bool can_lock) noexcept;
 // re-queued, a running one may owe a preemption.  Requires td's thread lock.
 void sched_lend_prio(thread *td, int pri) noexcept;
 void sched_unlend_prio(thread *td, int pri) noexcept;
+// Print a CPU's run queue state ("show tdq"), for reports.
+void sched_dump_cpu(int cpu) noexcept;
 // Count of threads queued or running on a CPU (tests, counters).
 int sched_load(int cpu) noexcept;
 

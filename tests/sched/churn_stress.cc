@@ -21,6 +21,7 @@ using namespace std::chrono_literals;
 namespace {
 
 struct tally {
+	std::atomic<long> created{0}; // counted before the thread exists
 	std::atomic<long> started{0};
 	std::atomic<long> finished{0};
 	std::atomic<long> pin_moves{0};
@@ -50,9 +51,12 @@ worker(uint64_t seed, int depth, tally &t)
 				a.detached = detach;
 				if (rng() % 5 == 0)
 					a.cpu = static_cast<int>(rng() % ncpus);
+				t.created++;
 				if (thread_create(&td, a, [s, depth, &t] {
 					    worker(s, depth + 1, t);
-				    }) == 0 && !detach)
+				    }) != 0)
+					t.created--;
+				else if (!detach)
 					kids.push_back(td);
 			}
 			break;
@@ -113,6 +117,7 @@ TEST_CASE("random thread churn keeps every thread and every pin", "[stress]")
 						thread *td;
 						uint64_t s = test::derive_seed(seed,
 						    ncpus * 100 + i + (full ? 50 : 0));
+						t.created++;
 						REQUIRE(thread_create(&td, {}, [s, &t] {
 							worker(s, 0, t);
 						}) == 0);
@@ -120,15 +125,17 @@ TEST_CASE("random thread churn keeps every thread and every pin", "[stress]")
 					}
 					for (thread *td : roots)
 						thread_join(td);
-					// Detached stragglers.
+					// Detached stragglers, including ones created
+					// but not started yet.
 					auto deadline = std::chrono::steady_clock::now() + 30s;
-					while (t.finished.load() < t.started.load() &&
+					while (t.finished.load() < t.created.load() &&
 					    std::chrono::steady_clock::now() < deadline)
 						thread_sleep(1ms);
 					thread_sleep(2ms);
 				});
 			}
 			CHECK(t.started.load() > 16);
+			CHECK(t.started.load() == t.created.load());
 			CHECK(t.finished.load() == t.started.load());
 			CHECK(t.pin_moves.load() == 0);
 			CHECK(t.bind_moves.load() == 0);
