@@ -90,8 +90,8 @@ worker(uint64_t seed, int depth, tally &t)
 			}
 			break;
 		default:
-			for (volatile int i = 0; i < 2000; i = i + 1)
-				;
+			for (int i = 0; i < 2000; i++)
+				asm volatile("" ::: "memory"); // CPU work, kept
 			break;
 		}
 	}
