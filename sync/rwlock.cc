@@ -1,0 +1,676 @@
+// Reader/writer locks (kern_rwlock.c), on turnstiles.  The word layout and
+// its transitions are in sync/rwlock.h.
+//
+// Read acquire: while the lock is read-mode and no writer waits (or we
+// already hold read locks: td_rw_rlocks, so that a recursing reader cannot
+// deadlock behind a waiting writer), CAS the count up.  Otherwise spin
+// while a write owner runs (bounded), then turnstile_trywait, re-check,
+// set RW_LOCK_READ_WAITERS and wait on the shared queue, lending our
+// priority to the write owner.
+//
+// Write acquire: CAS from RW_UNLOCKED; else spin while a writer runs or
+// readers hold it (bounded), then under the chain lock: a lock free but for
+// waiter bits is taken keeping them, and the turnstile claimed (we become
+// its owner and borrow its best waiter's priority); else set
+// RW_LOCK_WRITE_WAITERS and wait on the exclusive queue.
+//
+// Release (write, or last read with waiters), under the chain lock: wake
+// all writers if any wait, keeping the read-waiters bit, else all readers;
+// the woken race for the lock again (no hand-off), as in FreeBSD.
+#include "sync/rwlock.h"
+
+#include <type_traits>
+
+#include "runtime/critical.h"
+#include "runtime/internal/spinlock.h"
+#include "runtime/panic.h"
+#include "sync/internal/ts_tdstate.h"
+#include "sync/turnstile.h"
+
+namespace usmp {
+
+static_assert(std::is_standard_layout_v<rwlock>, "rwlock: lock object first");
+static_assert(alignof(thread) >= 8, "rwlock: the owner leaves three low bits");
+
+// ---- Per-thread counts (sync/internal/ts_tdstate.h).
+
+namespace {
+
+struct tdstate {
+	tdstate *ts_next;
+	thread *ts_td;
+	int ts_rlocks;
+	int ts_wlocks;
+};
+
+constexpr unsigned TDS_BUCKETS = 256;
+
+struct alignas(64) tdstate_bucket {
+	spinlock tb_lock;
+	tdstate *tb_head = nullptr;
+	tdstate *tb_free = nullptr; // spare entries
+};
+
+tdstate_bucket tds_table[TDS_BUCKETS];
+
+inline tdstate_bucket *
+tds_bucket(const thread *td) noexcept
+{
+	uint64_t v = reinterpret_cast<uintptr_t>(td) * 0x9E3779B97F4A7C15ull;
+	return &tds_table[v >> 56];
+}
+
+} // namespace
+
+void
+tdstate_adjust(thread *td, int drl, int dwl) noexcept
+{
+	tdstate_bucket *b = tds_bucket(td);
+	tdstate *spare = nullptr;
+	for (;;) {
+		spinlock_enter();
+		b->tb_lock.lock();
+		tdstate **pp = &b->tb_head;
+		while (*pp != nullptr && (*pp)->ts_td != td)
+			pp = &(*pp)->ts_next;
+		tdstate *e = *pp;
+		if (e == nullptr) {
+			if (b->tb_free != nullptr) {
+				e = b->tb_free;
+				b->tb_free = e->ts_next;
+			} else if (spare != nullptr) {
+				e = spare;
+				spare = nullptr;
+			} else {
+				b->tb_lock.unlock();
+				spinlock_exit();
+				spare = new tdstate;
+				continue;
+			}
+			e->ts_td = td;
+			e->ts_rlocks = e->ts_wlocks = 0;
+			e->ts_next = b->tb_head;
+			b->tb_head = e;
+			pp = &b->tb_head;
+		}
+		e->ts_rlocks += drl;
+		e->ts_wlocks += dwl;
+		if (e->ts_rlocks == 0 && e->ts_wlocks == 0) {
+			*pp = e->ts_next;
+			e->ts_next = b->tb_free;
+			b->tb_free = e;
+		}
+		if (spare != nullptr) {
+			spare->ts_next = b->tb_free;
+			b->tb_free = spare;
+		}
+		b->tb_lock.unlock();
+		spinlock_exit();
+		return;
+	}
+}
+
+namespace {
+
+void
+tdstate_get(thread *td, int *rl, int *wl) noexcept
+{
+	tdstate_bucket *b = tds_bucket(td);
+	*rl = *wl = 0;
+	spinlock_enter();
+	b->tb_lock.lock();
+	for (tdstate *e = b->tb_head; e != nullptr; e = e->ts_next)
+		if (e->ts_td == td) {
+			*rl = e->ts_rlocks;
+			*wl = e->ts_wlocks;
+			break;
+		}
+	b->tb_lock.unlock();
+	spinlock_exit();
+}
+
+} // namespace
+
+int
+td_rw_rlocks(thread *td) noexcept
+{
+	int rl, wl;
+	tdstate_get(td, &rl, &wl);
+	return rl;
+}
+
+int
+td_nonsleepable_locks(thread *td) noexcept
+{
+	int rl, wl;
+	tdstate_get(td, &rl, &wl);
+	return rl + wl;
+}
+
+// ---- rwlock.
+
+namespace {
+
+constexpr unsigned RW_SPIN_LIMIT = 4096;
+
+inline thread *
+rw_owner(uintptr_t v) noexcept
+{
+	return (v & RW_LOCK_READ) ? nullptr :
+	    reinterpret_cast<thread *>(v & ~uintptr_t{RW_LOCK_FLAGMASK});
+}
+
+inline uintptr_t
+rw_readers(uintptr_t v) noexcept
+{
+	return (v & RW_LOCK_READ) ? v >> RW_READERS_SHIFT : 0;
+}
+
+inline void
+spin_delay(unsigned &delay) noexcept
+{
+	for (unsigned i = 0; i < delay; i++)
+		__builtin_ia32_pause();
+	if (delay < 128)
+		delay <<= 1;
+}
+
+void
+assert_rw(const lock_object *lo, int what, const char *file, int line)
+{
+	reinterpret_cast<const rwlock *>(lo)->assert_state(what, file, line);
+}
+
+// how: 1 = read, 2 = write (plus recursion << 2).
+uintptr_t
+unlock_rw(lock_object *lo)
+{
+	rwlock *rw = rwlock::from_lo(lo);
+	if (rw->wowned()) {
+		rw->unlock("lc_unlock", 0);
+		return 2;
+	}
+	rw->unlock_shared("lc_unlock", 0);
+	return 1;
+}
+
+void
+lock_rw(lock_object *lo, uintptr_t how)
+{
+	rwlock *rw = rwlock::from_lo(lo);
+	if (how == 2)
+		rw->lock("lc_lock", 0);
+	else
+		rw->lock_shared("lc_lock", 0);
+}
+
+thread *
+owner_rw(const lock_object *lo)
+{
+	return reinterpret_cast<const rwlock *>(lo)->owner();
+}
+
+} // namespace
+
+const lock_class lock_class_rw = {
+	"rw",
+	LC_SLEEPLOCK | LC_RECURSABLE | LC_UPGRADABLE,
+	assert_rw,
+	unlock_rw,
+	lock_rw,
+	owner_rw,
+};
+
+rwlock::rwlock(const char *name, unsigned opts, const char *file, int line) noexcept
+{
+	lock_init(&rw_lo, &lock_class_rw, name, nullptr, opts, "rw_init()", file,
+	    line);
+}
+
+rwlock::~rwlock()
+{
+	if (rw_lo.lo_flags & LO_INITIALIZED)
+		destroy("~rwlock()", 0);
+}
+
+rwlock *
+rwlock::from_lo(lock_object *lo) noexcept
+{
+	return reinterpret_cast<rwlock *>(lo);
+}
+
+thread *
+rwlock::owner() const noexcept
+{
+	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
+	return v == RW_DESTROYED ? nullptr : rw_owner(v);
+}
+
+unsigned
+rwlock::readers() const noexcept
+{
+	return static_cast<unsigned>(rw_readers(rw_lock.load(std::memory_order_relaxed)));
+}
+
+void
+rwlock::held(thread *td, int drl, int dwl) noexcept
+{
+	tdstate_adjust(td, drl, dwl);
+}
+
+void
+rwlock::wlock_hard(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
+	lock_check_live(&rw_lo, "rw_wlock()", file, line);
+	if (td->td_critnest != 0)
+		panic("rw_wlock() of rwlock \"%s\" in a critical section @ %s:%d",
+		    rw_lo.lo_name, file, line);
+	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
+	if (rw_owner(v) == td) {
+		if (!(rw_lo.lo_flags & LO_RECURSABLE))
+			panic("_rw_wlock_hard: recursed on non-recursive rwlock %s "
+			      "@ %s:%d",
+			    rw_lo.lo_name, file, line);
+		rw_recurse++;
+		return;
+	}
+	unsigned spun = 0;
+	for (;;) {
+		if (v == RW_UNLOCKED) {
+			if (rw_lock.compare_exchange_weak(v, tid,
+				std::memory_order_acquire, std::memory_order_relaxed))
+				break;
+			continue;
+		}
+		if (v == RW_DESTROYED)
+			lock_check_failed(&rw_lo, "rw_wlock()", file, line);
+		thread *owner = rw_owner(v);
+		if (spun < RW_SPIN_LIMIT &&
+		    ((owner != nullptr && owner->td_state == TDS_RUNNING) ||
+			(owner == nullptr && rw_readers(v) != 0))) {
+			unsigned delay = 1;
+			spun += delay;
+			spin_delay(delay);
+			v = rw_lock.load(std::memory_order_relaxed);
+			continue;
+		}
+		turnstile *ts = turnstile_trywait(&rw_lo);
+		v = rw_lock.load(std::memory_order_relaxed);
+	retry_ts:
+		if (v == RW_DESTROYED) {
+			turnstile_cancel(ts, &rw_lo);
+			continue;
+		}
+		owner = rw_owner(v);
+		if ((v & ~uintptr_t{RW_LOCK_WAITERS}) == RW_UNLOCKED) {
+			// Free but for waiter bits: take it, keep the bits.
+			uintptr_t x = v & RW_LOCK_WAITERS;
+			if (rw_lock.compare_exchange_strong(v, tid | x,
+				std::memory_order_acquire, std::memory_order_relaxed)) {
+				if (x != 0 && ts != nullptr)
+					turnstile_claim(ts, &rw_lo);
+				else
+					turnstile_cancel(ts, &rw_lo);
+				break;
+			}
+			goto retry_ts;
+		}
+		if (owner != nullptr && spun < RW_SPIN_LIMIT &&
+		    owner->td_state == TDS_RUNNING &&
+		    !(owner->td_flags & TDF_FOREIGN)) {
+			turnstile_cancel(ts, &rw_lo);
+			v = rw_lock.load(std::memory_order_relaxed);
+			continue;
+		}
+		if (!(v & RW_LOCK_WRITE_WAITERS)) {
+			if (!rw_lock.compare_exchange_strong(v,
+				v | RW_LOCK_WRITE_WAITERS, std::memory_order_relaxed,
+				std::memory_order_relaxed))
+				goto retry_ts;
+		}
+		turnstile_wait(ts, &rw_lo, owner, TS_EXCLUSIVE_QUEUE);
+		v = rw_lock.load(std::memory_order_relaxed);
+	}
+	held(td, 0, 1);
+}
+
+bool
+rwlock::try_lock(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
+	if (v == RW_DESTROYED)
+		lock_check_failed(&rw_lo, "rw_try_wlock()", file, line);
+	lock_check_live(&rw_lo, "rw_try_wlock()", file, line);
+	if (rw_owner(v) == td && (rw_lo.lo_flags & LO_RECURSABLE)) {
+		rw_recurse++;
+		return true;
+	}
+	v = RW_UNLOCKED;
+	if (rw_lock.compare_exchange_strong(v, reinterpret_cast<uintptr_t>(td),
+		std::memory_order_acquire, std::memory_order_relaxed)) {
+		held(td, 0, 1);
+		return true;
+	}
+	return false;
+}
+
+void
+rwlock::unlock(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
+	uintptr_t v = tid;
+	if (__builtin_expect(rw_recurse == 0 &&
+			rw_lock.compare_exchange_strong(v, RW_UNLOCKED,
+			    std::memory_order_release, std::memory_order_relaxed),
+		1)) {
+		held(td, 0, -1);
+		return;
+	}
+	v = rw_lock.load(std::memory_order_relaxed);
+	if (v == RW_DESTROYED)
+		lock_check_failed(&rw_lo, "rw_wunlock()", file, line);
+	lock_check_live(&rw_lo, "rw_wunlock()", file, line);
+	if (rw_owner(v) != td)
+		panic("rw_wunlock() of rwlock \"%s\" not write-locked @ %s:%d",
+		    rw_lo.lo_name, file, line);
+	if (rw_recurse != 0) {
+		rw_recurse--;
+		return;
+	}
+	turnstile_chain_lock(&rw_lo);
+	v = rw_lock.load(std::memory_order_relaxed);
+	int queue = TS_SHARED_QUEUE;
+	uintptr_t setv = RW_UNLOCKED;
+	if (v & RW_LOCK_WRITE_WAITERS) {
+		queue = TS_EXCLUSIVE_QUEUE;
+		setv |= v & RW_LOCK_READ_WAITERS;
+	}
+	rw_lock.store(setv, std::memory_order_release);
+	turnstile *ts = turnstile_lookup(&rw_lo);
+	if (ts != nullptr) {
+		turnstile_broadcast(ts, queue);
+		turnstile_unpend(ts);
+	}
+	turnstile_chain_unlock(&rw_lo);
+	held(td, 0, -1);
+}
+
+void
+rwlock::lock_shared(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
+	// Fast path: read mode, no writer waiting or spinning.
+	while ((v & (RW_LOCK_READ | RW_LOCK_WRITE_WAITERS)) == RW_LOCK_READ &&
+	    td->td_critnest == 0) {
+		if (rw_lock.compare_exchange_weak(v, v + RW_ONE_READER,
+			std::memory_order_acquire, std::memory_order_relaxed)) {
+			held(td, 1, 0);
+			return;
+		}
+	}
+	if (v == RW_DESTROYED)
+		lock_check_failed(&rw_lo, "rw_rlock()", file, line);
+	lock_check_live(&rw_lo, "rw_rlock()", file, line);
+	if (td->td_critnest != 0)
+		panic("rw_rlock() of rwlock \"%s\" in a critical section @ %s:%d",
+		    rw_lo.lo_name, file, line);
+	if (rw_owner(v) == td)
+		panic("rw_rlock: wlock already held for %s @ %s:%d", rw_lo.lo_name,
+		    file, line);
+	bool recursing = td_rw_rlocks(td) > 0;
+	unsigned spun = 0;
+	for (;;) {
+		if ((v & RW_LOCK_READ) &&
+		    (recursing || !(v & RW_LOCK_WRITE_WAITERS))) {
+			if (rw_lock.compare_exchange_weak(v, v + RW_ONE_READER,
+				std::memory_order_acquire, std::memory_order_relaxed))
+				break;
+			continue;
+		}
+		if (v == RW_DESTROYED)
+			lock_check_failed(&rw_lo, "rw_rlock()", file, line);
+		thread *owner = rw_owner(v);
+		if (owner != nullptr && spun < RW_SPIN_LIMIT &&
+		    owner->td_state == TDS_RUNNING) {
+			unsigned delay = 1;
+			spun += delay;
+			spin_delay(delay);
+			v = rw_lock.load(std::memory_order_relaxed);
+			continue;
+		}
+		turnstile *ts = turnstile_trywait(&rw_lo);
+		v = rw_lock.load(std::memory_order_relaxed);
+	retry_ts:
+		if (v == RW_DESTROYED ||
+		    ((v & RW_LOCK_READ) &&
+			(recursing || !(v & RW_LOCK_WRITE_WAITERS)))) {
+			turnstile_cancel(ts, &rw_lo);
+			continue;
+		}
+		owner = rw_owner(v);
+		if (owner != nullptr && spun < RW_SPIN_LIMIT &&
+		    owner->td_state == TDS_RUNNING &&
+		    !(owner->td_flags & TDF_FOREIGN)) {
+			turnstile_cancel(ts, &rw_lo);
+			v = rw_lock.load(std::memory_order_relaxed);
+			continue;
+		}
+		if (!(v & RW_LOCK_READ_WAITERS)) {
+			if (!rw_lock.compare_exchange_strong(v,
+				v | RW_LOCK_READ_WAITERS, std::memory_order_relaxed,
+				std::memory_order_relaxed))
+				goto retry_ts;
+		}
+		turnstile_wait(ts, &rw_lo, owner, TS_SHARED_QUEUE);
+		v = rw_lock.load(std::memory_order_relaxed);
+	}
+	held(td, 1, 0);
+}
+
+bool
+rwlock::try_lock_shared(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
+	for (;;) {
+		if (v == RW_DESTROYED)
+			lock_check_failed(&rw_lo, "rw_try_rlock()", file, line);
+		if (!(v & RW_LOCK_READ))
+			return false;
+		if (rw_lock.compare_exchange_weak(v, v + RW_ONE_READER,
+			std::memory_order_acquire, std::memory_order_relaxed)) {
+			held(td, 1, 0);
+			return true;
+		}
+	}
+}
+
+void
+rwlock::unlock_shared(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
+	for (;;) {
+		if (v == RW_DESTROYED)
+			lock_check_failed(&rw_lo, "rw_runlock()", file, line);
+		if (!(v & RW_LOCK_READ) || rw_readers(v) == 0) {
+			lock_check_live(&rw_lo, "rw_runlock()", file, line);
+			panic("rw_runlock() of rwlock \"%s\" not read-locked @ %s:%d",
+			    rw_lo.lo_name, file, line);
+		}
+		if (rw_readers(v) > 1 || !(v & RW_LOCK_WAITERS)) {
+			if (rw_lock.compare_exchange_weak(v, v - RW_ONE_READER,
+				std::memory_order_release, std::memory_order_relaxed))
+				break;
+			continue;
+		}
+		// The last reader, with waiters: release under the chain lock.
+		turnstile_chain_lock(&rw_lo);
+		v = rw_lock.load(std::memory_order_relaxed);
+		if (rw_readers(v) != 1 || !(v & RW_LOCK_WAITERS)) {
+			turnstile_chain_unlock(&rw_lo);
+			continue;
+		}
+		int queue = TS_SHARED_QUEUE;
+		uintptr_t setv = RW_UNLOCKED;
+		if (v & RW_LOCK_WRITE_WAITERS) {
+			queue = TS_EXCLUSIVE_QUEUE;
+			setv |= v & RW_LOCK_READ_WAITERS;
+		}
+		if (!rw_lock.compare_exchange_strong(v, setv,
+			std::memory_order_release, std::memory_order_relaxed)) {
+			turnstile_chain_unlock(&rw_lo);
+			continue;
+		}
+		turnstile *ts = turnstile_lookup(&rw_lo);
+		if (ts != nullptr) {
+			turnstile_broadcast(ts, queue);
+			turnstile_unpend(ts);
+		}
+		turnstile_chain_unlock(&rw_lo);
+		break;
+	}
+	held(td, -1, 0);
+}
+
+bool
+rwlock::try_upgrade(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
+	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
+	if (v == RW_DESTROYED)
+		lock_check_failed(&rw_lo, "rw_try_upgrade()", file, line);
+	if (!(v & RW_LOCK_READ) || rw_readers(v) == 0)
+		panic("rw_try_upgrade() of rwlock \"%s\" not read-locked @ %s:%d",
+		    rw_lo.lo_name, file, line);
+	for (;;) {
+		if (rw_readers(v) > 1)
+			return false;
+		if (!(v & RW_LOCK_WAITERS)) {
+			if (rw_lock.compare_exchange_weak(v, tid,
+				std::memory_order_acquire, std::memory_order_relaxed))
+				break;
+			continue;
+		}
+		turnstile *ts = turnstile_trywait(&rw_lo);
+		v = rw_lock.load(std::memory_order_relaxed);
+		bool ok = false;
+		for (;;) {
+			if (rw_readers(v) > 1) {
+				turnstile_cancel(ts, &rw_lo);
+				return false;
+			}
+			uintptr_t x = v & RW_LOCK_WAITERS;
+			if (rw_lock.compare_exchange_strong(v, tid | x,
+				std::memory_order_acquire, std::memory_order_relaxed)) {
+				if (x != 0 && ts != nullptr)
+					turnstile_claim(ts, &rw_lo);
+				else
+					turnstile_cancel(ts, &rw_lo);
+				ok = true;
+				break;
+			}
+		}
+		if (ok)
+			break;
+	}
+	held(td, -1, 1);
+	return true;
+}
+
+void
+rwlock::downgrade(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
+	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
+	if (v == RW_DESTROYED)
+		lock_check_failed(&rw_lo, "rw_downgrade()", file, line);
+	if (rw_owner(v) != td)
+		panic("rw_downgrade() of rwlock \"%s\" not write-locked @ %s:%d",
+		    rw_lo.lo_name, file, line);
+	if (rw_recurse != 0)
+		panic("rw_downgrade() of recursed rwlock \"%s\" @ %s:%d",
+		    rw_lo.lo_name, file, line);
+	v = tid;
+	if (!rw_lock.compare_exchange_strong(v, RW_LOCK_READ | RW_ONE_READER,
+		std::memory_order_release, std::memory_order_relaxed)) {
+		// Waiters: with the chain lock, keep the writers' bit and
+		// wake the readers if no writer waits; else just disown.
+		turnstile_chain_lock(&rw_lo);
+		v = rw_lock.load(std::memory_order_relaxed);
+		bool rwait = (v & RW_LOCK_READ_WAITERS) != 0;
+		bool wwait = (v & RW_LOCK_WRITE_WAITERS) != 0;
+		rw_lock.store(RW_LOCK_READ | RW_ONE_READER |
+			(v & RW_LOCK_WRITE_WAITERS),
+		    std::memory_order_release);
+		turnstile *ts = turnstile_lookup(&rw_lo);
+		if (ts != nullptr) {
+			if (rwait && !wwait) {
+				turnstile_broadcast(ts, TS_SHARED_QUEUE);
+				turnstile_unpend(ts);
+			} else {
+				turnstile_disown(ts);
+			}
+		}
+		turnstile_chain_unlock(&rw_lo);
+	}
+	held(td, 1, -1);
+}
+
+void
+rwlock::destroy(const char *file, int line) noexcept
+{
+	uintptr_t v = rw_lock.load(std::memory_order_acquire);
+	if (v == RW_DESTROYED)
+		lock_check_failed(&rw_lo, "rw_destroy()", file, line);
+	lock_check_live(&rw_lo, "rw_destroy()", file, line);
+	if (v != RW_UNLOCKED)
+		panic("rw_destroy() of rwlock \"%s\" still locked @ %s:%d",
+		    rw_lo.lo_name, file, line);
+	rw_lock.store(RW_DESTROYED, std::memory_order_release);
+	lock_destroy(&rw_lo);
+}
+
+void
+rwlock::assert_state(int what, const char *file, int line) const noexcept
+{
+	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
+	thread *td = curthread_fast();
+	bool wown = v != RW_DESTROYED && rw_owner(v) == td;
+	switch (what & ~(RA_RECURSED | RA_NOTRECURSED)) {
+	case RA_LOCKED:
+	case RA_RLOCKED:
+		if (wown && what != RA_RLOCKED)
+			return;
+		if (!(v & RW_LOCK_READ) || rw_readers(v) == 0 ||
+		    td_rw_rlocks(td) == 0)
+			panic("Lock %s not %slocked @ %s:%d", rw_lo.lo_name,
+			    what == RA_RLOCKED ? "read " : "", file, line);
+		return;
+	case RA_WLOCKED:
+		if (!wown)
+			panic("Lock %s not exclusively locked @ %s:%d",
+			    rw_lo.lo_name, file, line);
+		if ((what & RA_RECURSED) && rw_recurse == 0)
+			panic("Lock %s not recursed @ %s:%d", rw_lo.lo_name, file,
+			    line);
+		if ((what & RA_NOTRECURSED) && rw_recurse != 0)
+			panic("Lock %s recursed @ %s:%d", rw_lo.lo_name, file, line);
+		return;
+	case RA_UNLOCKED:
+		if (wown)
+			panic("Lock %s exclusively locked @ %s:%d", rw_lo.lo_name,
+			    file, line);
+		return;
+	}
+	panic("Unknown rw lock assertion: %d @ %s:%d", what, file, line);
+}
+
+} // namespace usmp
