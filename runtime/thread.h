@@ -33,6 +33,7 @@
 
 #include "runtime/config.h"
 #include "runtime/context.h"
+#include "runtime/internal/seam.h"
 #include "runtime/internal/spinlock.h"
 
 namespace usmp {
@@ -86,6 +87,11 @@ using thread_entry_fn = void (*)(void *arg);
 //       signal fences, not atomics)
 //   (t) the thread lock: whatever td_lock points to
 //   (j) td_joinlock
+//   (q) sync/sleepqueue.cc: written with td's thread lock held, and also
+//       the sleep-queue chain lock while td is on a sleep queue (when td
+//       sleeps these are one lock); see the protocol there.  A foreign
+//       thread has no thread lock: the chain lock alone.
+struct sleepqueue;
 struct thread {
 	std::atomic<spinlock *> td_lock{nullptr}; // (a) container lock
 	thread *td_runq_next = nullptr;            // (t) run queue links
@@ -132,6 +138,17 @@ struct thread {
 	int td_alllist = 0;                        // (c) which live-thread list
 	uint8_t td_rqflags = 0;                    // (t) scheduler's run-queue flags
 	char td_name[32] = {};                     // (c)
+
+	// Sleep queues and sleep(9) (sync/sleepqueue.cc).
+	thread *td_slpq_next = nullptr;            // (q) links on sq_blocked[]
+	thread *td_slpq_prev = nullptr;            // (q)
+	sleepqueue *td_sleepqueue = nullptr;       // (q) the queue td is on
+	uint8_t td_sqqueue = 0;                    // (q) its sub-queue
+	uint8_t td_sqflags = 0;                    // (q) SQF_* (sleepqueue.cc)
+	std::atomic<uint32_t> td_sqintr{0};        // (a) thread_interrupt() pending
+	std::atomic<uint32_t> td_sqwait{0};        // (a) futex word of a foreign sleeper
+	std::atomic<uint32_t> td_sqtimo_busy{0};   // (a) its timeout may still run
+	timeout td_sqtimo;                         // (q) the sleep's timeout
 };
 
 // Attributes of a new green thread.

@@ -1,0 +1,267 @@
+// condvar(9): ping-pong without lost wakeups, timed and interruptible
+// waits, std Lockable interlocks, condition_variable_any, foreign OS
+// threads on both sides.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "support/machine.h"
+#include "runtime/thread.h"
+#include "sync/condvar.h"
+#include "sync/lock.h"
+#include "sync/sleep.h"
+#include "sync/sleepqueue.h"
+
+using namespace std::chrono_literals;
+using namespace usmp;
+
+namespace {
+
+// A small test-only sleep lock on the sleep queues (an interlock with a
+// lock_class); marked sleepable so that msleep drops the chain lock
+// around its unlock (it takes a chain lock itself).
+struct tlock {
+	lock_object lo_;
+	std::atomic<int> word{0}; // 0 free, 1 held, 2 held with waiters
+
+	static const lock_class cls;
+	explicit tlock(const char *name)
+	{
+		lock_init(&lo_, &cls, name, nullptr, 0, "tlock", __FILE__, __LINE__);
+	}
+	lock_object *lo() noexcept { return &lo_; }
+	void lock() noexcept
+	{
+		for (;;) {
+			int v = 0;
+			if (word.compare_exchange_strong(v, 1))
+				return;
+			sleepq_lock(this);
+			v = word.load();
+			if (v != 0 && (v == 2 || word.compare_exchange_strong(v, 2))) {
+				sleepq_add(this, nullptr, "tlock", SLEEPQ_SLEEP, 0);
+				sleepq_wait(this, 0);
+			} else {
+				sleepq_release(this);
+			}
+		}
+	}
+	void unlock() noexcept
+	{
+		if (word.exchange(0) == 2) {
+			sleepq_lock(this);
+			sleepq_broadcast(this, SLEEPQ_SLEEP, 0, 0);
+			sleepq_release(this);
+		}
+	}
+};
+const lock_class tlock::cls = {
+	"test lock", LC_SLEEPLOCK | LC_SLEEPABLE, nullptr,
+	[](lock_object *lo) -> uintptr_t {
+		reinterpret_cast<tlock *>(lo)->unlock();
+		return 0;
+	},
+	[](lock_object *lo, uintptr_t) { reinterpret_cast<tlock *>(lo)->lock(); },
+	nullptr,
+};
+
+} // namespace
+
+namespace {
+
+// Two green threads alternate `n` round trips through one condvar.
+void
+pingpong(long n, int cpu = NOCPU)
+{
+	tlock l("pp");
+	condvar cv("pp");
+	int turn = 0;
+	long done = 0;
+	thread_attr a;
+	a.cpu = cpu;
+	green_thread t(a, [&] {
+		l.lock();
+		for (long i = 0; i < n; i++) {
+			while (turn != 1)
+				cv.wait(l);
+			turn = 0;
+			cv.signal();
+		}
+		l.unlock();
+	});
+	l.lock();
+	for (long i = 0; i < n; i++) {
+		turn = 1;
+		cv.signal();
+		while (turn != 0)
+			cv.wait(l);
+		done++;
+	}
+	l.unlock();
+	t.join();
+	REQUIRE(done == n);
+}
+
+} // namespace
+
+TEST_CASE("condvar ping-pong: 1,000,000 round trips, no lost wakeup",
+    "[unit][condvar]")
+{
+	// Both threads on one CPU (a cross-CPU wakeup costs 6-79 us on these
+	// VMs, which makes a million of them a two-minute run); the case
+	// below bounces between CPUs.
+	for (int ncpus : {1, 2}) {
+		INFO("ncpus " << ncpus);
+		test::machine m(ncpus);
+		thread_attr a;
+		a.cpu = 0;
+		m.run([] { pingpong(1000000, 0); }, a);
+	}
+}
+
+TEST_CASE("condvar ping-pong across 2 CPUs", "[unit][condvar]")
+{
+	test::machine m(2);
+	thread_attr a;
+	a.cpu = 0;
+	m.run([] { pingpong(5000, 1); }, a);
+	m.run([] { pingpong(5000); });
+}
+
+TEST_CASE("condvar ping-pong with full preemption over 1/2/4/8 CPUs",
+    "[unit][condvar]")
+{
+	for (int ncpus : {1, 2, 4, 8}) {
+		INFO("ncpus " << ncpus);
+		test::machine m(ncpus, true);
+		m.run([] { pingpong(3000); });
+	}
+}
+
+TEST_CASE("cv timedwait, wait_sig, wait_unlock, broadcast", "[unit][condvar]")
+{
+	test::machine m(2);
+	m.run([] {
+		tlock l("cvl");
+		condvar cv("cv");
+		l.lock();
+		CHECK(cv.timedwait(l.lo(), 2ms) == EWOULDBLOCK);
+		CHECK(l.word.load() != 0);
+		thread_interrupt(curthread());
+		CHECK(cv.wait_sig(l.lo()) == EINTR);
+		CHECK(cv.timedwait_sig(l.lo(), 1s) == EINTR);
+		CHECK(thread_interrupt_clear());
+		l.unlock();
+
+		// broadcast wakes all; wait_unlock returns unlocked.
+		int go = 0;
+		std::atomic<int> woke{0};
+		std::vector<green_thread> ts;
+		for (int i = 0; i < 8; i++)
+			ts.emplace_back([&] {
+				l.lock();
+				while (go == 0)
+					cv.wait(l);
+				l.unlock();
+				woke++;
+			});
+		green_thread u([&] {
+			l.lock();
+			cv.wait_unlock(l.lo());
+			woke++;
+		});
+		while (cv.waiters() < 9)
+			pause("settle", 1ms);
+		l.lock();
+		go = 1;
+		cv.broadcast();
+		l.unlock();
+		for (auto &t : ts)
+			t.join();
+		u.join();
+		CHECK(woke.load() == 9);
+	});
+}
+
+TEST_CASE("cv with std::unique_lock<std::mutex> and condition_variable_any "
+	  "with a usmp lock", "[unit][condvar]")
+{
+	test::machine m(2);
+	m.run([] {
+		std::mutex sm;
+		condvar cv("std");
+		bool flag = false;
+		green_thread t([&] {
+			std::unique_lock<std::mutex> g(sm);
+			cv.wait(g, [&] { return flag; });
+		});
+		pause("w", 2ms);
+		{
+			std::lock_guard<std::mutex> g(sm);
+			flag = true;
+		}
+		cv.signal();
+		t.join();
+		std::unique_lock<std::mutex> g(sm);
+		CHECK(cv.timedwait(g, 1ms) == EWOULDBLOCK);
+	});
+	// std::condition_variable_any blocks the OS thread (the CPU): the
+	// waiter and the notifier run on different CPUs.
+	m.run([] {
+		tlock l("cva");
+		std::condition_variable_any cva;
+		bool flag = false;
+		thread_attr a0, a1;
+		a0.cpu = 0;
+		a1.cpu = 1;
+		green_thread w(a0, [&] {
+			std::unique_lock<tlock> g(l);
+			cva.wait(g, [&] { return flag; });
+		});
+		green_thread n(a1, [&] {
+			pause("w", 2ms);
+			std::lock_guard<tlock> g(l);
+			flag = true;
+			cva.notify_all();
+		});
+		w.join();
+		n.join();
+	});
+}
+
+TEST_CASE("foreign OS thread waits on a condvar signalled by a green thread "
+	  "and the reverse", "[unit][condvar]")
+{
+	test::machine m(2);
+	tlock l("fl");
+	condvar cv("fcv");
+	int turn = 0;
+	constexpr int N = 2000;
+	std::thread os([&] {
+		l.lock();
+		for (int i = 0; i < N; i++) {
+			while (turn != 1)
+				cv.wait(l);
+			turn = 0;
+			cv.signal();
+		}
+		CHECK(cv.timedwait(l.lo(), 1ms) == EWOULDBLOCK);
+		l.unlock();
+	});
+	m.run([&] {
+		l.lock();
+		for (int i = 0; i < N; i++) {
+			turn = 1;
+			cv.signal();
+			while (turn != 0)
+				cv.wait(l);
+		}
+		l.unlock();
+	});
+	os.join();
+}
