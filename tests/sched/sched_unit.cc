@@ -55,17 +55,30 @@ TEST_CASE("a pinned thread never changes CPU while 8 CPUs steal around it", "[un
 		std::atomic<bool> stop{false};
 		std::vector<green_thread> others;
 		// Created on this CPU: the other CPUs must steal them.
+		// They sleep now and then, so CPUs keep going idle and
+		// stealing from the busy ones.
 		for (int i = 0; i < 24; i++)
-			others.emplace_back([&stop] {
-				while (!stop)
-					thread_yield();
+			others.emplace_back([&stop, i] {
+				for (int k = 0; !stop; k++) {
+					if ((k + i) % 20 == 0)
+						thread_sleep(100us);
+					else
+						thread_yield();
+				}
 			});
+		// Both loops below switch by yielding and, every 50 switches, by
+		// sleeping: a wakeup is placed anew (the least loaded CPU), so an
+		// unpinned thread moves even once the CPUs are balanced and no
+		// longer steal.
 		int moved = 0;
 		green_thread pinned([&moved] {
 			sched_pin();
 			int cpu = curcpu();
 			for (int i = 0; i < 10000; i++) {
-				thread_yield();
+				if (i % 50 == 49)
+					thread_sleep(20us);
+				else
+					thread_yield();
 				if (curcpu() != cpu)
 					moved++;
 			}
@@ -81,7 +94,10 @@ TEST_CASE("a pinned thread never changes CPU while 8 CPUs steal around it", "[un
 			     (__builtin_popcountll(seen) < 2 &&
 				 std::chrono::steady_clock::now() < deadline);
 			     i++) {
-				thread_yield();
+				if (i % 50 == 49)
+					thread_sleep(20us);
+				else
+					thread_yield();
 				seen |= uint64_t(1) << curcpu();
 			}
 			control_cpus = __builtin_popcountll(seen);
