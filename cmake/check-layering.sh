@@ -33,6 +33,8 @@ sched runtime/internal/seam.h
 sched runtime/internal/curthread.h
 sync  runtime/internal/seam.h
 sync  runtime/internal/curthread.h
+sched runtime/internal/timeout.h
+sync  runtime/internal/timeout.h
 '
 # Why: spinlock.h is the raw spin lock under the scheduler (run-queue and
 # thread locks are spinlocks; sync/'s spin_mutex and turnstiles take them).

@@ -33,7 +33,7 @@
 
 #include "runtime/config.h"
 #include "runtime/context.h"
-#include "runtime/internal/seam.h"
+#include "runtime/internal/timeout.h"
 #include "runtime/internal/spinlock.h"
 
 namespace usmp {
