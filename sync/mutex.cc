@@ -46,6 +46,7 @@ namespace usmp {
 
 static_assert(std::is_standard_layout_v<mutex>, "mutex: lock object first");
 static_assert(std::is_standard_layout_v<spin_mutex>, "spin_mutex: lock object first");
+static_assert(alignof(thread) >= 8, "mutex: the owner leaves three low bits");
 
 namespace {
 

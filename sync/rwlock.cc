@@ -607,8 +607,10 @@ rwlock::downgrade(const char *file, int line) noexcept
 		v = rw_lock.load(std::memory_order_relaxed);
 		bool rwait = (v & RW_LOCK_READ_WAITERS) != 0;
 		bool wwait = (v & RW_LOCK_WRITE_WAITERS) != 0;
+		// Readers that cannot run past the waiting writers keep
+		// their bit, or the last reader's release would forget them.
 		rw_lock.store(RW_LOCK_READ | RW_ONE_READER |
-			(v & RW_LOCK_WRITE_WAITERS),
+			(wwait ? (v & RW_LOCK_WAITERS) : 0),
 		    std::memory_order_release);
 		turnstile *ts = turnstile_lookup(&rw_lo);
 		if (ts != nullptr) {

@@ -43,7 +43,7 @@
 //	READ|1|waiters        UNLOCKED|other waiter  last runlock, chain locked
 //	READ|0|waiters        T|waiters              wlock claims the turnstile
 //	READ|1|bits           T|bits                 try_upgrade
-//	T|bits                READ|1|WWAITER         downgrade (wakes readers if
+//	T|bits                READ|1[|bits if WWAITER] downgrade (wakes readers if
 //	                                             no writer waits)
 //	UNLOCKED              RW_DESTROYED           destroy()
 #pragma once
