@@ -207,8 +207,8 @@ public:
 	void lock(const char *file = __builtin_FILE(),
 	    int line = __builtin_LINE()) noexcept
 	{
-		spinlock_enter();
 		thread *td = curthread_fast();
+		spin_enter(td);
 		uintptr_t v = MTX_UNOWNED;
 		if (__builtin_expect(mtx_lock.compare_exchange_strong(v,
 					 reinterpret_cast<uintptr_t>(td),
@@ -234,7 +234,7 @@ public:
 			return;
 		}
 		mtx_lock.store(MTX_UNOWNED, std::memory_order_release);
-		spinlock_exit();
+		spin_exit(td);
 	}
 	// mtx_destroy(): unowned, or owned once by the caller.
 	void destroy(const char *file = __builtin_FILE(),
@@ -265,6 +265,33 @@ public:
 	static spin_mutex *from_lo(lock_object *lo) noexcept;
 
 private:
+	// spinlock_enter() / spinlock_exit() of runtime/switch.cc, inline,
+	// for curthread td (the fast paths have it at hand): the same
+	// counts in the same order with the same signal fences, which the
+	// CPU's preemption handler relies on.  Keep them in step.
+	static void spin_enter(thread *td) noexcept
+	{
+		if (td->td_spinlock_count == 0) {
+			td->td_critnest = td->td_critnest + 1;
+			std::atomic_signal_fence(std::memory_order_seq_cst);
+			td->td_spinlock_count = 1;
+		} else {
+			td->td_spinlock_count++;
+		}
+		std::atomic_signal_fence(std::memory_order_seq_cst);
+	}
+	static void spin_exit(thread *td) noexcept
+	{
+		std::atomic_signal_fence(std::memory_order_seq_cst);
+		if (--td->td_spinlock_count == 0) {
+			std::atomic_signal_fence(std::memory_order_seq_cst);
+			int n = td->td_critnest;
+			td->td_critnest = n - 1;
+			std::atomic_signal_fence(std::memory_order_seq_cst);
+			if (__builtin_expect(n == 1 && td->td_owepreempt != 0, 0))
+				critical_exit_preempt();
+		}
+	}
 	void lock_hard(uintptr_t v, const char *file, int line) noexcept;
 	void unlock_hard(const char *file, int line) noexcept;
 

@@ -23,6 +23,10 @@
 #include <vector>
 
 namespace usmp_bench {
+
+// Families not declared in bench.h.
+void register_mutex(); // mutex.cc
+
 namespace {
 
 // Passes every report through to Google Benchmark's own display reporter
@@ -221,6 +225,7 @@ main(int argc, char **argv)
 	register_spawn_join();
 	register_threads1024();
 	register_skynet();
+	register_mutex();
 
 	collecting_reporter rep(benchmark::CreateDefaultDisplayReporter());
 	benchmark::RunSpecifiedBenchmarks(&rep);
