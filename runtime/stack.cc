@@ -1,8 +1,9 @@
 // Thread stacks (see runtime/stack.h): red-zoned segments carved from
-// arenas, cached per CPU.
+// arenas, cached per CPU, pooled, and given back to the system only when a
+// burst is long over.
 //
-// Vocabulary.  An *arena* is one mapping cut into slots for stacks of the
-// default size, every slot between two red zones that it shares with its
+// Vocabulary.  An *arena* is one mapping cut into slots for stacks of one
+// size, every slot between two red zones that it shares with its
 // neighbours:
 //
 //     | rz | slot 0 | rz | slot 1 | rz | ... | slot n-1 | rz |
@@ -18,42 +19,74 @@
 // MADV_DONTNEED); *carving* a slot writes its descriptor, the first touch of
 // its top page, which the thread would make anyway.
 //
+// A *zone* holds the stacks of one size: its arenas with cold slots and its
+// *pool* of ready stacks.  The default zone has the default size and feeds
+// the per-CPU caches.  A pool is a deque of *chains*
+// (lists linked by st_next whose first stack holds the chain's length, the
+// time it was pooled and the links to the neighbouring chains), newest
+// first: stacks move between a cache and the pool a chain at a time, in
+// O(1), and since chains enter and leave at the new end, the old end holds
+// the stacks unused the longest.  A *generation* is one geometry (default
+// size, red-zone size, malloc mode); stacks and arenas of an older one are
+// never handed out again.
+//
 // Where a stack can be, and who may touch it there:
 //   in use      its thread (st_owner)
 //   cached      a CPU's stack_cache: that CPU, in a critical section, holding
 //               sc_lock; stack_drain_all() from any thread, holding sc_lock
-//   pooled      the global pool: g_pool.lock
-//   zombie      waiting to go back to the system (odd sizes, stacks of an
-//               older geometry): g_pool.lock
+//   pooled      its zone's pool: g_pool.lock
+//   zombie      waiting to go back to the system (lone stacks of other
+//               sizes, an older generation): g_pool.lock
 //
 // The problem: thread create and exit are hot, and a fresh red-zoned stack
-// costs 12-25 µs of mmap and mprotect here against 0.2 µs for a system call
-// and 2 µs for a page's first touch.  Rejected: a segattach() per stack (three
-// segments, three table updates, a VMA split per red zone); a plain free list
-// under one lock (every CPU's create and exit would meet on it).
+// costs 12-25 us of mmap and guard installation here against 0.2 us for a
+// system call and 2 us for a page's first touch; and real workloads are
+// bursty.  skynet (apps/bench/skynet.cc) keeps thousands of 16 KiB stacks
+// alive at a peak, frees them on whichever CPU stole the work, and peaks
+// again a few milliseconds later.
+//
+// Rejected: a segattach() per stack (three segments, three table updates, a
+// VMA split per red zone); a plain free list under one lock (every CPU's
+// create and exit would meet on it); a pool with a fixed high-water mark
+// trimmed on every idle pass (the first version: every lull between two
+// peaks gave stacks back, and the next peak re-mapped, re-guarded and
+// re-faulted them: skynet spent a third of its time in mmap, page faults
+// and munmap, 2200 arenas a tree); MADV_DONTNEED on stacks going back to a
+// cache or pool (a recycled stack would fault its pages in again: warm
+// stacks are the point of recycling).
 //
 // The protocol:
-//  1. stack_alloc() on a CPU pops its cache with no system call and no
-//     shared write but the uncontended sc_lock.  An empty cache takes a
-//     chain from the pool (one pop under g_pool.lock), else carves up to a
-//     batch of cold slots of an arena, else maps a new arena: the system
-//     calls and page touches are made holding no lock and outside the
-//     critical section.
+//  1. stack_alloc() of a default stack on a CPU pops its cache, LIFO, with no
+//     system call and no shared write but the uncontended sc_lock.  An empty
+//     cache takes the newest chain from the pool (one pop under
+//     g_pool.lock), else carves up to a batch of cold slots of an arena,
+//     else maps a new arena: the system calls and page touches are made
+//     holding no lock and outside the critical section.  Zombies are
+//     unmapped on this slow path only.  A stack bigger than the default is
+//     mapped alone.
 //  2. stack_free() pushes onto the CPU's cache; above cache_high it cuts the
 //     cache back to cache_low and gives the rest to the pool as one chain.
-//     It never makes a system call, never sleeps and takes only spin locks
-//     (sc_lock, then g_pool.lock), so it may be called with spin locks held
-//     (the exiting thread's stack is freed from the switch path).  Stacks it
-//     cannot cache (odd sizes, an older geometry) become zombies, unmapped
-//     by the next stack_alloc(), stack_cache_trim() or stack_drain_all().
+//     stack_free() never makes a system call, never sleeps
+//     and takes only spin locks (sc_lock, then g_pool.lock), so it may be
+//     called with spin locks held (the exiting thread's stack is freed from
+//     the switch path).  Stacks it cannot pool (lone stacks, an older
+//     generation) become zombies, unmapped by the next slow-path
+//     stack_alloc(), stack_cache_trim() or stack_drain_all().
 //  3. Foreign OS threads have no cache: they take from and give to the pool.
-//  4. Giving stacks back to the system (stack_cache_trim() when the pool is
-//     over its high-water mark, stack_drain_all()) is serialised by
-//     g_release_mtx: each stack's slot is marked releasing and its arena's
-//     live count dropped under g_pool.lock; then, holding no spin lock, an
-//     arena left with no live slot is detached and unmapped whole, and the
-//     other slots get MADV_DONTNEED; then, under g_pool.lock again, those
-//     slots become cold (carvable) only now that their pages are gone.
+//  4. Giving stacks back to the system is serialised by g_release_mtx.
+//     stack_cache_trim() takes, from the old end of each pool, stacks beyond
+//     the pool's high-water mark (z_floor, per CPU)
+//     whose chain was pooled release_delay_ns ago or more, release_batch at
+//     most per call, and the zombies; stack_drain_all() takes every idle
+//     stack.  Then: each stack's slot is marked releasing and its arena's
+//     live count dropped under g_pool.lock; holding no spin lock, an arena
+//     left with no live slot is detached and unmapped whole, and the other
+//     slots get MADV_DONTNEED; then, under g_pool.lock again, those slots
+//     become cold (carvable, if the arena is of this generation) only now
+//     that their pages are gone.
+//  5. An idle CPU bounds its park by stack_trim_deadline(), the time the
+//     oldest chain beyond a high-water mark comes due, so that a process
+//     that goes idle after a burst still gives the burst back.
 //
 // Lock order: sc_lock -> g_pool.lock; g_release_mtx -> g_pool.lock; the
 // segment table's lock is taken with none of these held.  On a CPU,
@@ -68,6 +101,7 @@
 
 #include <malloc.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -107,6 +141,33 @@ align_down(uintptr_t v, std::size_t a) noexcept
 	return v & ~(static_cast<uintptr_t>(a) - 1);
 }
 
+// The pools' clock: CLOCK_MONOTONIC_COARSE, the clock of clock_ns()
+// (runtime/machine.h) up to g_coarse_res behind, read without a system call
+// whatever the clocksource (stack_free() may read it with spin locks held).
+uint64_t
+ts_ns(const struct timespec &ts) noexcept
+{
+	return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull +
+	    static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t
+pool_now() noexcept
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return ts_ns(ts);
+}
+
+const uint64_t g_coarse_res = [] {
+	struct timespec ts;
+	if (clock_getres(CLOCK_MONOTONIC_COARSE, &ts) != 0)
+		return uint64_t{10000000};
+	return ts_ns(ts);
+}();
+
+struct stk_zone;
+
 // A batch of stack slots.  Locking key: (c) constant; (p) g_pool.lock;
 // (r) g_release_mtx.
 struct stk_arena {
@@ -115,10 +176,12 @@ struct stk_arena {
 	std::size_t a_usable = 0;    // (c) usable bytes of a slot
 	std::size_t a_rz = 0;        // (c) red-zone bytes
 	unsigned a_nslots = 0;       // (c)
+	unsigned a_gen = 0;          // (c) generation it was mapped in
+	stk_zone *a_zone = nullptr;  // (c) the zone it was mapped for
 	uint64_t a_cold = 0;         // (p) slots without a descriptor
 	uint64_t a_releasing = 0;    // (p) slots going back to the system
 	unsigned a_live = 0;         // (p) slots with a descriptor
-	bool a_oncold = false;       // (p) on g_pool.p_cold
+	bool a_oncold = false;       // (p) on a_zone->z_cold
 	stk_arena *a_cnext = nullptr; // (p) arenas with cold slots
 	stk_arena *a_cprev = nullptr;
 	stk_arena *a_rnext = nullptr; // (r) arenas touched by one release
@@ -130,14 +193,41 @@ struct stk_arena {
 	}
 };
 
-// The geometry of default-size stacks.  (c) after stack_configure().
+// The stacks of one size.  Locking key: (g) set by stack_configure() at a
+// quiet point, with the pool empty when the geometry changes; (p)
+// g_pool.lock.
+struct stk_zone {
+	std::size_t z_usable = 0;     // (g) usable bytes of a stack; 0: unused
+	unsigned z_nslots = 0;        // (g) slots per arena
+	unsigned z_batch = 1;         // (g) stacks carved at once; loose stacks
+	                              //     make a chain at this count
+	std::size_t z_floor = 0;      // (g) high-water mark: the pool keeps this
+	                              //     many per CPU
+	stack *z_newest = nullptr;    // (p) chains: st_chain leads to older ones
+	stack *z_oldest = nullptr;    // (p) st_chainprev leads to newer ones
+	std::size_t z_nchained = 0;   // (p) stacks in the chains
+	stack *z_loose = nullptr;     // (p) stacks freed one by one by foreign
+	unsigned z_nloose = 0;        // (p)   threads, until they make a chain
+	stk_arena *z_cold = nullptr;  // (p) arenas of this generation with cold
+	                              //     slots
+};
+
+// The geometry of default-size stacks.  (g) after stack_configure().
 struct stk_geometry {
 	std::size_t g_usable;   // usable bytes of a default stack
 	std::size_t g_rz;       // red-zone bytes
 	unsigned g_nslots;      // slots per arena
 	unsigned g_batch;       // stacks moved between a cache and the pool
-	std::size_t g_poolhigh; // the pool gives back above this
+	std::size_t g_poolhigh; // the pool's high-water mark, per CPU
 };
+
+unsigned
+slots_for(std::size_t usable, std::size_t rz) noexcept
+{
+	std::size_t n = ARENA_TARGET / (usable + rz);
+	return static_cast<unsigned>(std::clamp<std::size_t>(n, 1,
+	    ARENA_MAX_SLOTS));
+}
 
 stk_geometry
 make_geometry(const stack_params &p) noexcept
@@ -145,10 +235,7 @@ make_geometry(const stack_params &p) noexcept
 	stk_geometry g;
 	g.g_usable = round_page(std::max<std::size_t>(p.default_size, 2 * g_pagesz));
 	g.g_rz = round_page(std::max<std::size_t>(p.redzone_size, g_pagesz));
-	std::size_t stride = g.g_usable + g.g_rz;
-	std::size_t n = ARENA_TARGET / stride;
-	g.g_nslots = static_cast<unsigned>(std::clamp<std::size_t>(n, 1,
-	    ARENA_MAX_SLOTS));
+	g.g_nslots = slots_for(g.g_usable, g.g_rz);
 	unsigned b = p.cache_low != 0 ? p.cache_low : 16;
 	g.g_batch = std::clamp(b, 1u, std::max(1u, std::min(64u, p.cache_high)));
 	g.g_poolhigh = std::max<std::size_t>(p.cache_high, g.g_batch);
@@ -157,25 +244,54 @@ make_geometry(const stack_params &p) noexcept
 
 stack_params g_params;
 stk_geometry g_geom = make_geometry(stack_params{});
+unsigned g_gen = 1;        // (g) the current generation
 
-// The global pool.  Chains (lists linked by st_next whose first stack holds
-// the chain's length and the next chain) move to and from CPU caches in
-// O(1); single stacks freed by foreign threads collect in p_loose until
-// they make a batch.
+// The pool: one lock over the zone's pool and cold arenas, and the zombies.
 struct stk_pool {
 	spinlock lock;
-	stack *p_chains = nullptr;   // (lock)
-	std::size_t p_nchained = 0;  // (lock) stacks in p_chains
-	stack *p_loose = nullptr;    // (lock)
-	unsigned p_nloose = 0;       // (lock)
 	stack *p_zombies = nullptr;  // (lock)
 	std::size_t p_nzombies = 0;  // (lock)
-	stk_arena *p_cold = nullptr; // (lock) arenas with cold slots
 };
 stk_pool g_pool;
+stk_zone g_dflt;                        // the default size
+
+// Set every zone's geometry from g_geom.  Requires that the pools hold no
+// stack of another geometry (stack_configure()).
+void
+zones_setup() noexcept
+{
+	const stk_geometry &g = g_geom;
+	g_dflt.z_usable = g.g_usable;
+	g_dflt.z_nslots = g.g_nslots;
+	g_dflt.z_batch = g.g_batch;
+	g_dflt.z_floor = g.g_poolhigh;
+}
+const bool g_zones_ready = (zones_setup(), true);
+
+template <class F>
+void
+foreach_zone(F &&f) noexcept
+{
+	f(&g_dflt);
+}
+
+std::size_t
+zone_pooled(const stk_zone *z) noexcept
+{
+	return z->z_nchained + z->z_nloose;
+}
+
+std::size_t
+zone_floor(const stk_zone *z) noexcept
+{
+	return z->z_floor * static_cast<std::size_t>(std::max(1, mp_ncpus()));
+}
 
 std::mutex g_release_mtx;
 std::atomic<std::size_t> g_nlive{0};   // stacks with a descriptor
+std::atomic<std::size_t> g_narenas{0}; // arenas mapped
+std::atomic<uint64_t> g_nmaps{0};      // mappings made
+std::atomic<uint64_t> g_nreleased{0};  // stacks given back
 std::atomic<std::size_t> g_nzombie_hint{0}; // racy copy of p_nzombies
 std::atomic<unsigned> g_colour{0};
 
@@ -225,26 +341,27 @@ stack_init(char *lo, std::size_t usable, stk_arena *a, unsigned slot,
 	st->st_arena = a;
 	st->st_slot = slot;
 	st->st_malloced = malloced;
+	st->st_gen = a != nullptr ? a->a_gen : 0;
 	return st;
 }
 
 // ---- Arenas.
 
 void
-cold_insert(stk_arena *a) noexcept
+cold_insert(stk_zone *z, stk_arena *a) noexcept
 {
 	if (a->a_oncold)
 		return;
 	a->a_oncold = true;
 	a->a_cprev = nullptr;
-	a->a_cnext = g_pool.p_cold;
+	a->a_cnext = z->z_cold;
 	if (a->a_cnext != nullptr)
 		a->a_cnext->a_cprev = a;
-	g_pool.p_cold = a;
+	z->z_cold = a;
 }
 
 void
-cold_remove(stk_arena *a) noexcept
+cold_remove(stk_zone *z, stk_arena *a) noexcept
 {
 	if (!a->a_oncold)
 		return;
@@ -252,7 +369,7 @@ cold_remove(stk_arena *a) noexcept
 	if (a->a_cprev != nullptr)
 		a->a_cprev->a_cnext = a->a_cnext;
 	else
-		g_pool.p_cold = a->a_cnext;
+		z->z_cold = a->a_cnext;
 	if (a->a_cnext != nullptr)
 		a->a_cnext->a_cprev = a->a_cprev;
 	a->a_cnext = a->a_cprev = nullptr;
@@ -271,7 +388,7 @@ arena_claim(stk_arena *a, unsigned n) noexcept
 	a->a_live += static_cast<unsigned>(__builtin_popcountll(got));
 	g_nlive.fetch_add(__builtin_popcountll(got), std::memory_order_relaxed);
 	if (a->a_cold == 0)
-		cold_remove(a);
+		cold_remove(a->a_zone, a);
 	return got;
 }
 
@@ -308,105 +425,192 @@ arena_prepare(seg_spec *v, std::size_t n, void *) noexcept
 	v[n - 1].ss_owner = v[n - 2].ss_owner;
 }
 
-// Map a new arena of the current geometry, every slot cold.  No lock held.
+// Map a new arena for zone z, every slot cold.  No lock held.
 stk_arena *
-arena_map() noexcept
+arena_map(stk_zone *z) noexcept
 {
-	const stk_geometry g = g_geom;
+	const std::size_t usable = z->z_usable, rz = g_geom.g_rz;
+	const unsigned nslots = z->z_nslots;
 	stk_arena *a = static_cast<stk_arena *>(std::malloc(sizeof(stk_arena)));
 	if (a == nullptr)
 		return nullptr;
 	::new (a) stk_arena;
-	std::size_t n = 2 * g.g_nslots + 1;
+	std::size_t n = 2 * nslots + 1;
 	seg_spec v[2 * ARENA_MAX_SLOTS + 1];
 	for (std::size_t i = 0; i < n; i++) {
-		bool rz = (i % 2) == 0;
-		v[i].ss_flags = rz ? SG_STACK | SG_NONE : SG_STACK;
-		v[i].ss_len = rz ? g.g_rz : g.g_usable;
-		v[i].ss_name = rz ? "stack redzone" : "stack";
+		bool isrz = (i % 2) == 0;
+		v[i].ss_flags = isrz ? SG_STACK | SG_NONE : SG_STACK;
+		v[i].ss_len = isrz ? rz : usable;
+		v[i].ss_name = isrz ? "stack redzone" : "stack";
 	}
 	if (segattachv(v, n, arena_prepare, nullptr) != 0) {
 		std::free(a);
 		return nullptr;
 	}
 	a->a_base = static_cast<char *>(v[0].ss_addr);
-	a->a_len = g.g_nslots * (g.g_usable + g.g_rz) + g.g_rz;
-	a->a_usable = g.g_usable;
-	a->a_rz = g.g_rz;
-	a->a_nslots = g.g_nslots;
-	a->a_cold = g.g_nslots == 64 ? ~uint64_t{0} :
-	    (uint64_t{1} << g.g_nslots) - 1;
+	a->a_len = nslots * (usable + rz) + rz;
+	a->a_usable = usable;
+	a->a_rz = rz;
+	a->a_nslots = nslots;
+	a->a_gen = g_gen;
+	a->a_zone = z;
+	a->a_cold = nslots == 64 ? ~uint64_t{0} : (uint64_t{1} << nslots) - 1;
+	g_narenas.fetch_add(1, std::memory_order_relaxed);
+	g_nmaps.fetch_add(1, std::memory_order_relaxed);
 	return a;
 }
 
-// ---- The pool.
+// ---- The pools.
 
-// Push a chain of n stacks (g_pool.lock held).
+// Push a chain of n stacks at z's new end, pooled at `now` (g_pool.lock
+// held).
 void
-pool_put_chain_locked(stack *chain, unsigned n) noexcept
+pool_push_locked(stk_zone *z, stack *chain, unsigned n, uint64_t now) noexcept
 {
 	chain->st_nchain = n;
-	chain->st_chain = g_pool.p_chains;
-	g_pool.p_chains = chain;
-	g_pool.p_nchained += n;
+	chain->st_pooltime = now;
+	chain->st_chainprev = nullptr;
+	chain->st_chain = z->z_newest;
+	if (z->z_newest != nullptr)
+		z->z_newest->st_chainprev = chain;
+	else
+		z->z_oldest = chain;
+	z->z_newest = chain;
+	z->z_nchained += n;
+}
+
+// Pop the newest chain of z, or null (g_pool.lock held).
+stack *
+pool_pop_newest_locked(stk_zone *z, unsigned *np) noexcept
+{
+	stack *c = z->z_newest;
+	if (c == nullptr)
+		return nullptr;
+	z->z_newest = c->st_chain;
+	if (z->z_newest != nullptr)
+		z->z_newest->st_chainprev = nullptr;
+	else
+		z->z_oldest = nullptr;
+	z->z_nchained -= c->st_nchain;
+	*np = c->st_nchain;
+	return c;
+}
+
+// Take up to k (>= 1) stacks of the oldest chain of z, which must exist: the
+// whole chain, or its first k stacks, the rest staying as a chain of the
+// same age (g_pool.lock held).
+stack *
+pool_take_oldest_locked(stk_zone *z, unsigned k, unsigned *np) noexcept
+{
+	stack *c = z->z_oldest;
+	unsigned n = c->st_nchain;
+	if (k >= n) {
+		z->z_oldest = c->st_chainprev;
+		if (z->z_oldest != nullptr)
+			z->z_oldest->st_chain = nullptr;
+		else
+			z->z_newest = nullptr;
+		z->z_nchained -= n;
+		*np = n;
+		return c;
+	}
+	stack *t = c;
+	for (unsigned i = 1; i < k; i++)
+		t = t->st_next;
+	stack *rest = t->st_next;
+	t->st_next = nullptr;
+	rest->st_nchain = n - k;
+	rest->st_pooltime = c->st_pooltime;
+	rest->st_chain = nullptr;
+	rest->st_chainprev = c->st_chainprev;
+	if (rest->st_chainprev != nullptr)
+		rest->st_chainprev->st_chain = rest;
+	else
+		z->z_newest = rest;
+	z->z_oldest = rest;
+	z->z_nchained -= k;
+	*np = k;
+	return c;
 }
 
 void
-pool_put_loose_locked(stack *st) noexcept
+pool_put_loose_locked(stk_zone *z, stack *st, uint64_t now) noexcept
 {
-	st->st_next = g_pool.p_loose;
-	g_pool.p_loose = st;
-	if (++g_pool.p_nloose >= g_geom.g_batch) {
-		pool_put_chain_locked(g_pool.p_loose, g_pool.p_nloose);
-		g_pool.p_loose = nullptr;
-		g_pool.p_nloose = 0;
+	st->st_next = z->z_loose;
+	z->z_loose = st;
+	if (++z->z_nloose >= z->z_batch) {
+		pool_push_locked(z, z->z_loose, z->z_nloose, now);
+		z->z_loose = nullptr;
+		z->z_nloose = 0;
 	}
 }
 
-// Get a list of 1 to `want` (or a whole pooled chain of) default stacks:
+// Get a list of 1 to `want` (or a whole pooled chain of) stacks of zone z:
 // step 1's slow path.  No lock held on entry; may map.  Null if out of
 // memory.
 stack *
-pool_take(unsigned want, unsigned *np) noexcept
+pool_take(stk_zone *z, unsigned want, unsigned *np) noexcept
 {
 	stk_arena *a = nullptr;
 	uint64_t slots = 0;
 	{
 		pool_guard pg;
-		if (want == 1 && g_pool.p_loose != nullptr) {
-			stack *st = g_pool.p_loose;
-			g_pool.p_loose = st->st_next;
-			g_pool.p_nloose--;
+		if (want == 1 && z->z_loose != nullptr) {
+			stack *st = z->z_loose;
+			z->z_loose = st->st_next;
+			z->z_nloose--;
 			st->st_next = nullptr;
 			*np = 1;
 			return st;
 		}
-		if (g_pool.p_chains != nullptr) {
-			stack *c = g_pool.p_chains;
-			g_pool.p_chains = c->st_chain;
-			g_pool.p_nchained -= c->st_nchain;
-			*np = c->st_nchain;
+		if (stack *c = pool_pop_newest_locked(z, np))
+			return c;
+		if (z->z_loose != nullptr) {
+			stack *c = z->z_loose;
+			*np = z->z_nloose;
+			z->z_loose = nullptr;
+			z->z_nloose = 0;
 			return c;
 		}
-		if (g_pool.p_loose != nullptr) {
-			stack *c = g_pool.p_loose;
-			*np = g_pool.p_nloose;
-			g_pool.p_loose = nullptr;
-			g_pool.p_nloose = 0;
-			return c;
-		}
-		if ((a = g_pool.p_cold) != nullptr)
+		if ((a = z->z_cold) != nullptr)
 			slots = arena_claim(a, want);
 	}
 	if (a == nullptr) {
-		if ((a = arena_map()) == nullptr)
+		if ((a = arena_map(z)) == nullptr)
 			return nullptr;
 		pool_guard pg;
 		slots = arena_claim(a, want);
 		if (a->a_cold != 0)
-			cold_insert(a);
+			cold_insert(z, a);
 	}
 	return arena_carve(a, slots, np);
+}
+
+// Give back to the system, from the old end of z's pool, up to `budget`
+// stacks beyond its high-water mark pooled at least release_delay_ns before
+// `now`: prepend them to *out.  Returns how many (g_pool.lock held).
+unsigned
+pool_take_due_locked(stk_zone *z, uint64_t now, unsigned budget,
+    stack **out) noexcept
+{
+	const uint64_t delay = g_params.release_delay_ns;
+	const std::size_t floor = zone_floor(z);
+	unsigned took = 0;
+	while (took < budget && z->z_oldest != nullptr &&
+	    zone_pooled(z) > floor && now >= z->z_oldest->st_pooltime &&
+	    now - z->z_oldest->st_pooltime >= delay) {
+		std::size_t k = std::min<std::size_t>(budget - took,
+		    zone_pooled(z) - floor);
+		unsigned n;
+		stack *l = pool_take_oldest_locked(z, static_cast<unsigned>(k), &n);
+		stack *t = l;
+		while (t->st_next != nullptr)
+			t = t->st_next;
+		t->st_next = *out;
+		*out = l;
+		took += n;
+	}
+	return took;
 }
 
 // ---- CPU caches.
@@ -434,8 +638,20 @@ cache_cut(stack_cache *c, unsigned keep, unsigned *np) noexcept
 	return excess;
 }
 
-// Put a list of n stacks on the current CPU's cache, the excess over
-// cache_high to the pool.  Context: on a CPU, in a critical section.
+// Give a cut-off list of n default stacks to the pool as one chain.
+// Context: on a CPU, in a critical section, no spin lock held.
+void
+cache_excess_to_pool(stack *excess, unsigned n) noexcept
+{
+	uint64_t now = pool_now();
+	g_pool.lock.lock();
+	pool_push_locked(&g_dflt, excess, n, now);
+	g_pool.lock.unlock();
+}
+
+// Put a list of n default stacks on the current CPU's cache, below the
+// stacks it holds (those are warmer), the excess over cache_high to the
+// pool.  Context: on a CPU, in a critical section.
 void
 cache_put_list(pcpu *pc, stack *list, unsigned n) noexcept
 {
@@ -445,11 +661,10 @@ cache_put_list(pcpu *pc, stack *list, unsigned n) noexcept
 	if (c->sc_head == nullptr) {
 		c->sc_head = list;
 	} else {
-		stack *t = list;
+		stack *t = c->sc_head;
 		while (t->st_next != nullptr)
 			t = t->st_next;
-		t->st_next = c->sc_head;
-		c->sc_head = list;
+		t->st_next = list;
 	}
 	c->sc_count += n;
 	stack *excess = nullptr;
@@ -457,11 +672,8 @@ cache_put_list(pcpu *pc, stack *list, unsigned n) noexcept
 		excess = cache_cut(c, std::min(g_params.cache_low,
 		    g_params.cache_high), &nx);
 	c->sc_lock.unlock();
-	if (excess != nullptr) {
-		g_pool.lock.lock();
-		pool_put_chain_locked(excess, nx);
-		g_pool.lock.unlock();
-	}
+	if (excess != nullptr)
+		cache_excess_to_pool(excess, nx);
 }
 
 // ---- Giving stacks back to the system (step 4).
@@ -491,7 +703,7 @@ release_arena_stacks(stack *list) noexcept
 		while (*pp != nullptr) {
 			stk_arena *a = *pp;
 			if (a->a_live == 0) {
-				cold_remove(a);
+				cold_remove(a->a_zone, a);
 				*pp = a->a_rnext;
 				a->a_rnext = dead;
 				dead = a;
@@ -501,6 +713,7 @@ release_arena_stacks(stack *list) noexcept
 		}
 		g_nlive.fetch_sub(released, std::memory_order_relaxed);
 	}
+	g_nreleased.fetch_add(released, std::memory_order_relaxed);
 	for (stk_arena *a = dead, *next; a != nullptr; a = next) {
 		next = a->a_rnext;
 		int error = segdetach_range(a->a_base, a->a_len);
@@ -509,6 +722,7 @@ release_arena_stacks(stack *list) noexcept
 			    "%p (%zu bytes) failed: %d", a->a_base, a->a_len, error);
 		a->~stk_arena();
 		std::free(a);
+		g_narenas.fetch_sub(1, std::memory_order_relaxed);
 	}
 	for (stk_arena *a = touched; a != nullptr; a = a->a_rnext) {
 		uint64_t m = a->a_releasing;
@@ -524,12 +738,15 @@ release_arena_stacks(stack *list) noexcept
 			a->a_cold |= a->a_releasing;
 			a->a_releasing = 0;
 			a->a_rmark = false;
-			cold_insert(a);
+			// An arena of an older generation only waits for its
+			// last live slot, then goes.
+			if (a->a_gen == g_gen)
+				cold_insert(a->a_zone, a);
 		}
 	}
 }
 
-// Unmap a stack mapped alone (a non-default size).  No lock held.
+// Unmap a stack mapped alone.  No lock held.
 void
 release_direct(stack *st) noexcept
 {
@@ -544,6 +761,7 @@ release_direct(stack *st) noexcept
 		panic("stack_free(): segdetach_range() of stack %p-%p failed: %d",
 		    st->st_lo, st->st_hi, error);
 	g_nlive.fetch_sub(1, std::memory_order_relaxed);
+	g_nreleased.fetch_add(1, std::memory_order_relaxed);
 }
 
 // Release a list of stacks of any kind.  Requires g_release_mtx.
@@ -564,11 +782,10 @@ release_list(stack *list) noexcept
 		release_arena_stacks(arena_list);
 }
 
-// Take the zombies out of the pool (to release them).
+// Take the zombies out of the pool (g_pool.lock held).
 stack *
-take_zombies() noexcept
+take_zombies_locked() noexcept
 {
-	pool_guard pg;
 	stack *z = g_pool.p_zombies;
 	g_pool.p_zombies = nullptr;
 	g_pool.p_nzombies = 0;
@@ -583,18 +800,29 @@ reap_zombies() noexcept
 	std::unique_lock<std::mutex> lk(g_release_mtx, std::try_to_lock);
 	if (!lk.owns_lock())
 		return;
-	if (stack *z = take_zombies())
+	stack *z;
+	{
+		pool_guard pg;
+		z = take_zombies_locked();
+	}
+	if (z != nullptr)
 		release_list(z);
+}
+
+void
+zombie_put_locked(stack *st) noexcept
+{
+	st->st_next = g_pool.p_zombies;
+	g_pool.p_zombies = st;
+	g_pool.p_nzombies++;
+	g_nzombie_hint.store(g_pool.p_nzombies, std::memory_order_relaxed);
 }
 
 void
 zombie_put(stack *st) noexcept
 {
 	pool_guard pg;
-	st->st_next = g_pool.p_zombies;
-	g_pool.p_zombies = st;
-	g_pool.p_nzombies++;
-	g_nzombie_hint.store(g_pool.p_nzombies, std::memory_order_relaxed);
+	zombie_put_locked(st);
 }
 
 // Append list b to list a; returns the head.
@@ -638,6 +866,7 @@ direct_alloc(std::size_t want) noexcept
 	if (segattachv(v, 3, arena_prepare, nullptr) != 0)
 		return nullptr;
 	g_nlive.fetch_add(1, std::memory_order_relaxed);
+	g_nmaps.fetch_add(1, std::memory_order_relaxed);
 	return stack_init(static_cast<char *>(v[1].ss_addr), want, nullptr, 0,
 	    false);
 }
@@ -648,6 +877,7 @@ ready(stack *st) noexcept
 	st->st_next = nullptr;
 	st->st_owner = nullptr;
 	st->st_chain = nullptr;
+	st->st_chainprev = nullptr;
 	st->st_nchain = 0;
 	return st;
 }
@@ -662,15 +892,26 @@ stack_configure(const stack_params &p) noexcept
 	stack_params q = p;
 	if (q.cache_high < q.cache_low)
 		q.cache_high = q.cache_low;
+	if (q.release_batch == 0)
+		q.release_batch = 1;
 	stk_geometry g = make_geometry(q);
 	bool changed = g.g_usable != g_geom.g_usable || g.g_rz != g_geom.g_rz ||
 	    q.malloc_stacks != g_params.malloc_stacks;
-	// Cached stacks of the old geometry must not be handed out as default
-	// stacks of the new one.
-	if (changed)
+	if (changed) {
+		// Idle stacks of the old geometry go back to the system; those
+		// in use become zombies when freed, and the free slots of their
+		// arenas are never carved again.
 		stack_drain_all();
+		pool_guard pg;
+		foreach_zone([](stk_zone *z) {
+			while (stk_arena *a = z->z_cold)
+				cold_remove(z, a);
+		});
+		g_gen++;
+	}
 	g_params = q;
 	g_geom = g;
+	zones_setup();
 }
 
 const stack_params &
@@ -685,10 +926,11 @@ stack_alloc(std::size_t size) noexcept
 	if (g_params.malloc_stacks)
 		return malloc_stack_alloc(size);
 	std::size_t want = size == 0 ? g_geom.g_usable : round_page(size);
-	if (g_nzombie_hint.load(std::memory_order_relaxed) != 0)
-		reap_zombies();
-	if (want > g_geom.g_usable)
+	if (want > g_geom.g_usable) {
+		if (g_nzombie_hint.load(std::memory_order_relaxed) != 0)
+			reap_zombies();
 		return direct_alloc(want);
+	}
 
 	pcpu *pc = curpcpu();
 	if (pc != nullptr) {
@@ -707,8 +949,10 @@ stack_alloc(std::size_t size) noexcept
 			return ready(st);
 	}
 
+	if (g_nzombie_hint.load(std::memory_order_relaxed) != 0)
+		reap_zombies();
 	unsigned n;
-	stack *list = pool_take(pc != nullptr ? g_geom.g_batch : 1, &n);
+	stack *list = pool_take(&g_dflt, pc != nullptr ? g_geom.g_batch : 1, &n);
 	if (list == nullptr)
 		return nullptr;
 	stack *st = list;
@@ -719,8 +963,9 @@ stack_alloc(std::size_t size) noexcept
 			cache_put_list(curpcpu(), rest, n - 1);
 			critical_exit();
 		} else {
+			uint64_t now = pool_now();
 			pool_guard pg;
-			pool_put_chain_locked(rest, n - 1);
+			pool_push_locked(&g_dflt, rest, n - 1, now);
 		}
 	}
 	return ready(st);
@@ -737,15 +982,15 @@ stack_free(stack *st) noexcept
 		return;
 	}
 	st->st_owner = nullptr;
-	if (st->st_arena == nullptr || st->st_size != g_geom.g_usable ||
-	    g_params.malloc_stacks) {
+	if (st->st_arena == nullptr || st->st_gen != g_gen) {
 		zombie_put(st);
 		return;
 	}
 	pcpu *pc = curpcpu();
 	if (pc == nullptr) {
+		uint64_t now = pool_now();
 		pool_guard pg;
-		pool_put_loose_locked(st);
+		pool_put_loose_locked(&g_dflt, st, now);
 		return;
 	}
 	critical_enter();
@@ -760,11 +1005,8 @@ stack_free(stack *st) noexcept
 		excess = cache_cut(c, std::min(g_params.cache_low,
 		    g_params.cache_high), &nx);
 	c->sc_lock.unlock();
-	if (excess != nullptr) {
-		g_pool.lock.lock();
-		pool_put_chain_locked(excess, nx);
-		g_pool.lock.unlock();
-	}
+	if (excess != nullptr)
+		cache_excess_to_pool(excess, nx);
 	critical_exit();
 }
 
@@ -780,7 +1022,7 @@ stack_cache_refill() noexcept
 	critical_exit();
 	while (have < g_params.cache_low) {
 		unsigned n;
-		stack *list = pool_take(g_params.cache_low - have, &n);
+		stack *list = pool_take(&g_dflt, g_params.cache_low - have, &n);
 		if (list == nullptr)
 			return;
 		critical_enter();
@@ -801,37 +1043,46 @@ stack_cache_trim() noexcept
 		c->sc_lock.lock();
 		stack *excess = cache_cut(c, g_params.cache_high, &nx);
 		c->sc_lock.unlock();
-		if (excess != nullptr) {
-			g_pool.lock.lock();
-			pool_put_chain_locked(excess, nx);
-			g_pool.lock.unlock();
-		}
+		if (excess != nullptr)
+			cache_excess_to_pool(excess, nx);
 		critical_exit();
 	}
-	// The pool gives back to the system above its high-water mark.
+	// Each pool gives back what lies beyond its high-water mark and has
+	// lain unused long enough, a bounded batch per call.
 	std::unique_lock<std::mutex> lk(g_release_mtx, std::try_to_lock);
 	if (!lk.owns_lock())
 		return;
-	std::size_t high = g_geom.g_poolhigh *
-	    static_cast<std::size_t>(std::max(1, mp_ncpus()));
+	const uint64_t now = pool_now();
 	stack *out = nullptr;
 	{
 		pool_guard pg;
-		while (g_pool.p_nchained + g_pool.p_nloose > high &&
-		    g_pool.p_chains != nullptr) {
-			stack *ch = g_pool.p_chains;
-			g_pool.p_chains = ch->st_chain;
-			g_pool.p_nchained -= ch->st_nchain;
-			out = list_concat(ch, out);
-		}
-		stack *z = g_pool.p_zombies;
-		g_pool.p_zombies = nullptr;
-		g_pool.p_nzombies = 0;
-		g_nzombie_hint.store(0, std::memory_order_relaxed);
-		out = list_concat(z, out);
+		unsigned budget = g_params.release_batch;
+		foreach_zone([&](stk_zone *z) {
+			budget -= pool_take_due_locked(z, now, budget, &out);
+		});
+		out = list_concat(take_zombies_locked(), out);
 	}
 	if (out != nullptr)
 		release_list(out);
+}
+
+uint64_t
+stack_trim_deadline() noexcept
+{
+	const uint64_t delay = g_params.release_delay_ns;
+	uint64_t due = UINT64_MAX;
+	pool_guard pg;
+	if (g_pool.p_nzombies != 0)
+		return 0;
+	foreach_zone([&](stk_zone *z) {
+		if (z->z_oldest != nullptr && zone_pooled(z) > zone_floor(z)) {
+			// Late by a tick of the coarse clock, so that the
+			// trim then sees the chain as due.
+			uint64_t t = z->z_oldest->st_pooltime + g_coarse_res;
+			due = std::min(due, t + std::min(delay, UINT64_MAX - t));
+		}
+	});
+	return due;
 }
 
 void
@@ -858,18 +1109,15 @@ stack_drain_all() noexcept
 	}
 	{
 		pool_guard pg;
-		while (stack *ch = g_pool.p_chains) {
-			g_pool.p_chains = ch->st_chain;
-			out = list_concat(ch, out);
-		}
-		g_pool.p_nchained = 0;
-		out = list_concat(g_pool.p_loose, out);
-		g_pool.p_loose = nullptr;
-		g_pool.p_nloose = 0;
-		out = list_concat(g_pool.p_zombies, out);
-		g_pool.p_zombies = nullptr;
-		g_pool.p_nzombies = 0;
-		g_nzombie_hint.store(0, std::memory_order_relaxed);
+		foreach_zone([&](stk_zone *z) {
+			unsigned n;
+			while (stack *ch = pool_pop_newest_locked(z, &n))
+				out = list_concat(ch, out);
+			out = list_concat(z->z_loose, out);
+			z->z_loose = nullptr;
+			z->z_nloose = 0;
+		});
+		out = list_concat(take_zombies_locked(), out);
 	}
 	if (out != nullptr)
 		release_list(out);
@@ -891,11 +1139,14 @@ stack_get_stats() noexcept
 	}
 	{
 		pool_guard pg;
-		s.pooled = g_pool.p_nchained + g_pool.p_nloose +
-		    g_pool.p_nzombies;
+		foreach_zone([&](stk_zone *z) { s.pooled += zone_pooled(z); });
+		s.pooled += g_pool.p_nzombies;
 	}
 	std::size_t idle = s.cached + s.pooled;
 	s.in_use = s.mapped > idle ? s.mapped - idle : 0;
+	s.arenas = g_narenas.load(std::memory_order_relaxed);
+	s.maps = g_nmaps.load(std::memory_order_relaxed);
+	s.released = g_nreleased.load(std::memory_order_relaxed);
 	return s;
 }
 

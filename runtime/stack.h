@@ -16,8 +16,13 @@
 // Ready stacks are cached per CPU (struct stack_cache in struct pcpu): thread
 // create and exit make no system call while the cache has stacks; an idle CPU
 // refills its cache (as an idle kernel pre-zeroes pages); a cache over its
-// high-water mark gives stacks back to a global pool, and the pool to the
-// system.
+// high-water mark gives stacks back to a global pool.  The pool keeps every
+// stack a burst needed, pages and all (a recycled stack is warm), and gives
+// back to the system only what lies beyond its own high-water mark and has
+// gone unused for release_delay_ns, a bounded batch per idle pass.
+//
+// A size above the default is mapped alone; a size at or below the default
+// gets a default stack.
 #pragma once
 
 #include <cstddef>
@@ -43,8 +48,11 @@ struct stack {
 	bool st_malloced = false;     // (c) plain malloc'd (no red zones; benchmark baseline)
 	unsigned st_slot = 0;         // (c) index in its arena
 	void *st_arena = nullptr;     // (c) arena it was carved from; null: mapped alone
-	stack *st_chain = nullptr;    // (p) pool: next chain (in a chain's first stack)
+	stack *st_chain = nullptr;    // (p) pool: next older chain (in a chain's first stack)
 	unsigned st_nchain = 0;       // (p) pool: length of the chain it heads
+	stack *st_chainprev = nullptr; // (p) pool: next newer chain (in a chain's first stack)
+	uint64_t st_pooltime = 0;     // (p) pool: when its chain was pooled (ns)
+	unsigned st_gen = 0;          // (c) stack geometry generation it was carved in
 };
 
 // One CPU's cache of ready stacks of the default size.  Its CPU uses it
@@ -63,28 +71,46 @@ struct stack_params {
 	unsigned cache_high = 256; // above this, stack_free() gives back a batch
 	bool malloc_stacks = false; // benchmark baseline: malloc'd, no red zones
 	std::size_t redzone_size = 16 * 1024; // SG_NONE bytes below (and above) a stack
+	// Giving back to the system (stack_cache_trim()): a pooled stack beyond
+	// the pool's high-water mark goes once it has been unused this long,
+	// at most release_batch stacks per call.
+	uint64_t release_delay_ns = 1000000000;
+	unsigned release_batch = 256;
 };
 void stack_configure(const stack_params &p) noexcept;
 const stack_params &stack_config() noexcept;
 
 // Get a stack with at least `size` usable bytes (0: the default size).
-// Returns null when memory (or the segment commit limit) is exhausted.
+// A size at or below the default gets a default stack; a bigger one is
+// mapped alone.  Returns null when memory (or the segment commit limit) is
+// exhausted.
 // Context: any thread, not a signal handler; on a CPU it runs in a critical
 // section and makes no system call when the CPU's cache has a stack.
 stack *stack_alloc(std::size_t size = 0) noexcept;
 
 // Give a stack back: to the current CPU's cache, or the global pool.
 // Context: any thread, not a signal handler; may be called with spin locks
-// held (it takes only the pool's spinlock, and never maps or unmaps while
-// holding it on a CPU... see stack.cc for the exact rule).
+// held: it never makes a system call, never sleeps, and takes only spin
+// locks (see stack.cc, step 2).
 void stack_free(stack *st) noexcept;
 
 // Refill the current CPU's cache up to cache_low.  Called by the idle loop.
+// Context: a CPU's idle loop; may map.
 void stack_cache_refill() noexcept;
 
 // Trim the current CPU's cache down to cache_high, giving the excess to the
-// pool.  Called by the idle loop.
+// pool; then give back to the system at most release_batch pooled stacks
+// that lie beyond the pool's high-water mark and have been unused for
+// release_delay_ns, and any zombies.  Called by the idle loop.
+// Context: no spin lock held; may unmap.
 void stack_cache_trim() noexcept;
+
+// When (clock_ns(), runtime/machine.h) stack_cache_trim() will next have
+// something to give back to the system: a time already past (or 0) if it
+// has now, UINT64_MAX if nothing is due at all.  An idle CPU about to park bounds its sleep by it,
+// so that a process gone idle after a burst still returns the memory.
+// Context: any thread, not a signal handler.
+uint64_t stack_trim_deadline() noexcept;
 
 // Give every cached and pooled stack back to the system (unmap): a cold
 // start (the threads1024 benchmark), machine shutdown.  Only the caches of
@@ -95,8 +121,11 @@ void stack_drain_all() noexcept;
 struct stack_stats {
 	std::size_t mapped;   // stacks that exist (in use, cached or pooled)
 	std::size_t cached;   // stacks in per-CPU caches
-	std::size_t pooled;   // stacks in the global pool
+	std::size_t pooled;   // stacks in the global pool (and zombies)
 	std::size_t in_use;   // stacks owned by threads
+	std::size_t arenas;   // arenas mapped now
+	uint64_t maps;        // mappings made so far: arenas and lone stacks
+	uint64_t released;    // stacks given back to the system so far
 };
 stack_stats stack_get_stats() noexcept;
 

@@ -328,6 +328,95 @@ TEST_CASE("odd-sized stacks are mapped alone and never leak", "[stack]")
 	require_same(snap(), s0);
 }
 
+TEST_CASE("the pool gives back only beyond its high-water mark, oldest "
+    "first, after release_delay_ns, a batch per trim", "[stack]")
+{
+	fresh f;
+	snapshot s0 = snap();
+	stack_params p;
+	p.release_delay_ns = 3600ull * 1000000000; // an hour
+	p.release_batch = 100;
+	stack_configure(p);
+	const std::size_t floor = p.cache_high; // per CPU; no machine: one
+	const int N = 1000;
+	std::vector<stack *> v(N);
+	for (auto &st : v) {
+		st = stack_alloc();
+		REQUIRE(st != nullptr);
+		st->st_top[-1] = 1;
+	}
+	// Freed from a foreign thread: to the pool, oldest first.
+	for (auto &st : v)
+		stack_free(st);
+	stack_stats a = stack_get_stats();
+	CHECK(a.pooled == N);
+	uint64_t now = clock_ns();
+	uint64_t due = stack_trim_deadline();
+	CHECK(due > now + 3000ull * 1000000000);
+	CHECK(due != UINT64_MAX);
+	stack_cache_trim(); // nothing is old enough
+	CHECK(stack_get_stats().pooled == N);
+	CHECK(stack_get_stats().released == a.released);
+
+	p.release_delay_ns = 0; // same geometry: no drain
+	stack_configure(p);
+	CHECK(stack_get_stats().pooled == N);
+	usleep(25000); // the pools' clock is coarse: up to a tick (1/HZ) late
+	CHECK(stack_trim_deadline() <= clock_ns());
+	stack_cache_trim();
+	CHECK(stack_get_stats().pooled == N - 100);
+	CHECK(stack_get_stats().released == a.released + 100);
+	for (int i = 0; i < 20; i++)
+		stack_cache_trim();
+	stack_stats b = stack_get_stats();
+	CHECK(b.pooled == floor);
+	CHECK(b.released == a.released + N - floor);
+	CHECK(stack_trim_deadline() == UINT64_MAX);
+	// What stayed is the newest: the last stacks freed (within a chain,
+	// a foreign thread's batch of 16, all are the same age).
+	std::set<stack *> newest(v.end() - static_cast<long>(floor + 16),
+	    v.end());
+	std::vector<stack *> kept(floor);
+	for (auto &st : kept) {
+		st = stack_alloc();
+		CHECK(newest.count(st) == 1);
+	}
+	CHECK(stack_get_stats().maps == b.maps);
+	for (stack *st : kept)
+		stack_free(st);
+	stack_drain_all();
+	stack_configure(stack_params{});
+	require_same(snap(), s0);
+}
+
+TEST_CASE("a new geometry never hands out a stack of the old one", "[stack]")
+{
+	fresh f;
+	snapshot s0 = snap();
+	stack *old = stack_alloc();
+	REQUIRE(old != nullptr);
+	stack *spare = stack_alloc();
+	stack_free(spare); // pooled: the drain in stack_configure() takes it
+	stack_params p;
+	p.default_size = 2 * stack_params{}.default_size;
+	stack_configure(p);
+	CHECK(stack_get_stats().mapped == 1);
+	stack_free(old); // a zombie
+	stack *st = stack_alloc();
+	REQUIRE(st != nullptr);
+	CHECK(st->st_size == p.default_size);
+	CHECK(st != old);
+	stack_free(st);
+	for (int i = 0; i < 100; i++) { // never the old arena's free slots
+		st = stack_alloc();
+		CHECK(st->st_size == p.default_size);
+		stack_free(st);
+	}
+	stack_drain_all();
+	stack_configure(stack_params{});
+	require_same(snap(), s0);
+}
+
 TEST_CASE("the malloc baseline: no red zones, nothing in the table",
     "[stack]")
 {
@@ -459,4 +548,48 @@ TEST_CASE("on a CPU, alloc/free of a cached stack maps nothing",
 		return 0;
 	});
 	CHECK(r == 0);
+}
+
+TEST_CASE("bursts with idle gaps between them: no map, no release after the "
+    "first", "[stack][machine]")
+{
+	fresh f;
+	machine_config cfg;
+	cfg.ncpus = 2;
+	cfg.stack_size = 16 * 1024;
+	int r = usmp::run(cfg, [&] {
+		auto burst = [] {
+			std::vector<green_thread> v;
+			for (int i = 0; i < 3000; i++)
+				v.emplace_back([] {
+					volatile char buf[4096];
+					buf[0] = 1;
+					thread_yield();
+				});
+			for (auto &t : v)
+				t.join();
+		};
+		burst();
+		thread_sleep(std::chrono::milliseconds(20)); // idle passes
+		stack_stats s1 = stack_get_stats();
+		uint64_t u1 = seg_get_table_info().ti_updates;
+		for (int i = 0; i < 10; i++) {
+			burst();
+			// Both CPUs idle, refill and trim, and park.
+			thread_sleep(std::chrono::milliseconds(20));
+		}
+		// Nothing went back to the system.  A burst may still map a
+		// little more than the first did: stacks that wait in one CPU's
+		// cache (cache_high at most) are not where the other CPU needs
+		// them.
+		stack_stats s2 = stack_get_stats();
+		const unsigned slack = 2 * stack_config().cache_high;
+		CHECK(s2.released == s1.released);
+		CHECK(s2.mapped <= s1.mapped + slack);
+		CHECK(s2.maps - s1.maps <= slack / 64);
+		CHECK(seg_get_table_info().ti_updates - u1 <= slack / 64);
+		return 0;
+	});
+	CHECK(r == 0);
+	CHECK(stack_get_stats().mapped == 0);
 }
