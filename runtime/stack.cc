@@ -21,7 +21,8 @@
 //
 // A *zone* holds the stacks of one size: its arenas with cold slots and its
 // *pool* of ready stacks.  The default zone has the default size and feeds
-// the per-CPU caches.  A pool is a deque of *chains*
+// the per-CPU caches; a *class* zone has a power of two above the default
+// (up to 2^CLASS_MAX_SHIFT) and no cache.  A pool is a deque of *chains*
 // (lists linked by st_next whose first stack holds the chain's length, the
 // time it was pooled and the links to the neighbouring chains), newest
 // first: stacks move between a cache and the pool a chain at a time, in
@@ -35,8 +36,9 @@
 //   cached      a CPU's stack_cache: that CPU, in a critical section, holding
 //               sc_lock; stack_drain_all() from any thread, holding sc_lock
 //   pooled      its zone's pool: g_pool.lock
-//   zombie      waiting to go back to the system (lone stacks of other
-//               sizes, an older generation): g_pool.lock
+//   zombie      waiting to go back to the system (lone stacks bigger than
+//               every class, a class pool's overflow, an older generation):
+//               g_pool.lock
 //
 // The problem: thread create and exit are hot, and a fresh red-zoned stack
 // costs 12-25 us of mmap and guard installation here against 0.2 us for a
@@ -53,7 +55,8 @@
 // re-faulted them: skynet spent a third of its time in mmap, page faults
 // and munmap, 2200 arenas a tree); MADV_DONTNEED on stacks going back to a
 // cache or pool (a recycled stack would fault its pages in again: warm
-// stacks are the point of recycling).
+// stacks are the point of recycling); mapping every odd size alone (an mmap,
+// a guard install and an munmap per thread for users of one explicit size).
 //
 // The protocol:
 //  1. stack_alloc() of a default stack on a CPU pops its cache, LIFO, with no
@@ -62,11 +65,13 @@
 //     g_pool.lock), else carves up to a batch of cold slots of an arena,
 //     else maps a new arena: the system calls and page touches are made
 //     holding no lock and outside the critical section.  Zombies are
-//     unmapped on this slow path only.  A stack bigger than the default is
+//     unmapped on this slow path only.  A class stack comes from its zone
+//     the same way, one stack at a time; a stack bigger than every class is
 //     mapped alone.
 //  2. stack_free() pushes onto the CPU's cache; above cache_high it cuts the
 //     cache back to cache_low and gives the rest to the pool as one chain.
-//     stack_free() never makes a system call, never sleeps
+//     A class stack goes to its pool, or becomes a zombie if the pool holds
+//     z_cap already.  stack_free() never makes a system call, never sleeps
 //     and takes only spin locks (sc_lock, then g_pool.lock), so it may be
 //     called with spin locks held (the exiting thread's stack is freed from
 //     the switch path).  Stacks it cannot pool (lone stacks, an older
@@ -75,7 +80,7 @@
 //  3. Foreign OS threads have no cache: they take from and give to the pool.
 //  4. Giving stacks back to the system is serialised by g_release_mtx.
 //     stack_cache_trim() takes, from the old end of each pool, stacks beyond
-//     the pool's high-water mark (z_floor, per CPU)
+//     the pool's high-water mark (z_floor; the default zone's is per CPU)
 //     whose chain was pooled release_delay_ns ago or more, release_batch at
 //     most per call, and the zombies; stack_drain_all() takes every idle
 //     stack.  Then: each stack's slot is marked releasing and its arena's
@@ -126,6 +131,9 @@ constexpr unsigned NCOLOURS = 16;
 constexpr std::size_t COLOUR_STEP = 256;
 constexpr unsigned ARENA_MAX_SLOTS = 64;        // a_cold is a 64-bit map
 constexpr std::size_t ARENA_TARGET = 8u << 20;  // address space per arena
+constexpr unsigned CLASS_MAX_SHIFT = 26;        // the biggest class: 64 MiB
+constexpr std::size_t CLASS_POOL_BYTES = 32u << 20; // a class pools this much,
+constexpr std::size_t CLASS_MIN_CAP = 4;        // or at least this many
 
 const std::size_t g_pagesz = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
 
@@ -199,10 +207,12 @@ struct stk_arena {
 struct stk_zone {
 	std::size_t z_usable = 0;     // (g) usable bytes of a stack; 0: unused
 	unsigned z_nslots = 0;        // (g) slots per arena
+	unsigned z_class = 0;         // (g) st_class of its stacks
 	unsigned z_batch = 1;         // (g) stacks carved at once; loose stacks
 	                              //     make a chain at this count
 	std::size_t z_floor = 0;      // (g) high-water mark: the pool keeps this
-	                              //     many per CPU
+	                              //     many (the default zone: per CPU)
+	std::size_t z_cap = SIZE_MAX; // (g) a class pool holds at most this many
 	stack *z_newest = nullptr;    // (p) chains: st_chain leads to older ones
 	stack *z_oldest = nullptr;    // (p) st_chainprev leads to newer ones
 	std::size_t z_nchained = 0;   // (p) stacks in the chains
@@ -246,7 +256,8 @@ stack_params g_params;
 stk_geometry g_geom = make_geometry(stack_params{});
 unsigned g_gen = 1;        // (g) the current generation
 
-// The pool: one lock over the zone's pool and cold arenas, and the zombies.
+// The pool: one lock over every zone's pool and cold arenas (class stacks
+// are not hot enough to want locks of their own), and the zombies.
 struct stk_pool {
 	spinlock lock;
 	stack *p_zombies = nullptr;  // (lock)
@@ -254,6 +265,8 @@ struct stk_pool {
 };
 stk_pool g_pool;
 stk_zone g_dflt;                        // the default size
+stk_zone g_class[CLASS_MAX_SHIFT + 1];  // by log2 of the size; used where
+                                        // z_usable != 0
 
 // Set every zone's geometry from g_geom.  Requires that the pools hold no
 // stack of another geometry (stack_configure()).
@@ -263,8 +276,24 @@ zones_setup() noexcept
 	const stk_geometry &g = g_geom;
 	g_dflt.z_usable = g.g_usable;
 	g_dflt.z_nslots = g.g_nslots;
+	g_dflt.z_class = 0;
 	g_dflt.z_batch = g.g_batch;
 	g_dflt.z_floor = g.g_poolhigh;
+	g_dflt.z_cap = SIZE_MAX;
+	for (unsigned s = 0; s <= CLASS_MAX_SHIFT; s++) {
+		stk_zone *z = &g_class[s];
+		std::size_t size = std::size_t{1} << s;
+		if (size <= g.g_usable) {
+			z->z_usable = 0;
+			continue;
+		}
+		z->z_usable = size;
+		z->z_nslots = slots_for(size, g.g_rz);
+		z->z_class = s;
+		z->z_batch = 1;
+		z->z_cap = std::max(CLASS_MIN_CAP, CLASS_POOL_BYTES / size);
+		z->z_floor = std::min<std::size_t>(z->z_cap, z->z_nslots);
+	}
 }
 const bool g_zones_ready = (zones_setup(), true);
 
@@ -273,6 +302,9 @@ void
 foreach_zone(F &&f) noexcept
 {
 	f(&g_dflt);
+	for (stk_zone &z : g_class)
+		if (z.z_usable != 0)
+			f(&z);
 }
 
 std::size_t
@@ -284,7 +316,9 @@ zone_pooled(const stk_zone *z) noexcept
 std::size_t
 zone_floor(const stk_zone *z) noexcept
 {
-	return z->z_floor * static_cast<std::size_t>(std::max(1, mp_ncpus()));
+	if (z == &g_dflt)
+		return z->z_floor * static_cast<std::size_t>(std::max(1, mp_ncpus()));
+	return z->z_floor;
 }
 
 std::mutex g_release_mtx;
@@ -341,6 +375,7 @@ stack_init(char *lo, std::size_t usable, stk_arena *a, unsigned slot,
 	st->st_arena = a;
 	st->st_slot = slot;
 	st->st_malloced = malloced;
+	st->st_class = a != nullptr ? a->a_zone->z_class : 0;
 	st->st_gen = a != nullptr ? a->a_gen : 0;
 	return st;
 }
@@ -851,7 +886,7 @@ malloc_stack_alloc(std::size_t size) noexcept
 	return stack_init(p, want, nullptr, 0, true);
 }
 
-// A stack of `want` bytes (more than the default) in a mapping of its own.
+// A stack of `want` bytes, bigger than every class, in a mapping of its own.
 stack *
 direct_alloc(std::size_t want) noexcept
 {
@@ -880,6 +915,53 @@ ready(stack *st) noexcept
 	st->st_chainprev = nullptr;
 	st->st_nchain = 0;
 	return st;
+}
+
+// The zone of a stack of `want` bytes, more than the default, or null if
+// it is bigger than every class.
+stk_zone *
+class_zone(std::size_t want) noexcept
+{
+	unsigned s = 64 - static_cast<unsigned>(__builtin_clzll(want - 1));
+	if (s > CLASS_MAX_SHIFT || g_class[s].z_usable == 0)
+		return nullptr;
+	return &g_class[s];
+}
+
+// Step 1 for a size above the default.
+stack *
+class_alloc(std::size_t want) noexcept
+{
+	if (g_nzombie_hint.load(std::memory_order_relaxed) != 0)
+		reap_zombies();
+	stk_zone *z = class_zone(want);
+	if (z == nullptr)
+		return direct_alloc(want);
+	unsigned n;
+	stack *st = pool_take(z, 1, &n);
+	if (st == nullptr)
+		return nullptr;
+	if (n > 1) {
+		uint64_t now = pool_now();
+		pool_guard pg;
+		pool_push_locked(z, st->st_next, n - 1, now);
+	}
+	return ready(st);
+}
+
+// Step 2 for a class stack of this generation.
+void
+class_free(stack *st) noexcept
+{
+	stk_zone *z = &g_class[st->st_class];
+	uint64_t now = pool_now();
+	pool_guard pg;
+	if (z->z_nchained >= z->z_cap) {
+		zombie_put_locked(st);
+		return;
+	}
+	st->st_next = nullptr;
+	pool_push_locked(z, st, 1, now);
 }
 
 } // namespace
@@ -926,11 +1008,8 @@ stack_alloc(std::size_t size) noexcept
 	if (g_params.malloc_stacks)
 		return malloc_stack_alloc(size);
 	std::size_t want = size == 0 ? g_geom.g_usable : round_page(size);
-	if (want > g_geom.g_usable) {
-		if (g_nzombie_hint.load(std::memory_order_relaxed) != 0)
-			reap_zombies();
-		return direct_alloc(want);
-	}
+	if (want > g_geom.g_usable)
+		return class_alloc(want);
 
 	pcpu *pc = curpcpu();
 	if (pc != nullptr) {
@@ -984,6 +1063,10 @@ stack_free(stack *st) noexcept
 	st->st_owner = nullptr;
 	if (st->st_arena == nullptr || st->st_gen != g_gen) {
 		zombie_put(st);
+		return;
+	}
+	if (st->st_class != 0) {
+		class_free(st);
 		return;
 	}
 	pcpu *pc = curpcpu();

@@ -21,8 +21,10 @@
 // back to the system only what lies beyond its own high-water mark and has
 // gone unused for release_delay_ns, a bounded batch per idle pass.
 //
-// A size above the default is mapped alone; a size at or below the default
-// gets a default stack.
+// Sizes above the default are rounded up to a power of two and pooled per
+// size class (no per-CPU cache), boundedly; only stacks larger than the
+// biggest class are mapped alone.  Sizes at or below the default get a
+// default stack.
 #pragma once
 
 #include <cstddef>
@@ -50,6 +52,7 @@ struct stack {
 	void *st_arena = nullptr;     // (c) arena it was carved from; null: mapped alone
 	stack *st_chain = nullptr;    // (p) pool: next older chain (in a chain's first stack)
 	unsigned st_nchain = 0;       // (p) pool: length of the chain it heads
+	unsigned st_class = 0;        // (c) 0: default size; else log2 of its size class
 	stack *st_chainprev = nullptr; // (p) pool: next newer chain (in a chain's first stack)
 	uint64_t st_pooltime = 0;     // (p) pool: when its chain was pooled (ns)
 	unsigned st_gen = 0;          // (c) stack geometry generation it was carved in
@@ -81,9 +84,9 @@ void stack_configure(const stack_params &p) noexcept;
 const stack_params &stack_config() noexcept;
 
 // Get a stack with at least `size` usable bytes (0: the default size).
-// A size at or below the default gets a default stack; a bigger one is
-// mapped alone.  Returns null when memory (or the segment commit limit) is
-// exhausted.
+// A size at or below the default gets a default stack; a bigger one, a stack
+// of its power-of-two size class.  Returns null when memory (or the segment
+// commit limit) is exhausted.
 // Context: any thread, not a signal handler; on a CPU it runs in a critical
 // section and makes no system call when the CPU's cache has a stack.
 stack *stack_alloc(std::size_t size = 0) noexcept;
@@ -121,9 +124,9 @@ void stack_drain_all() noexcept;
 struct stack_stats {
 	std::size_t mapped;   // stacks that exist (in use, cached or pooled)
 	std::size_t cached;   // stacks in per-CPU caches
-	std::size_t pooled;   // stacks in the global pool (and zombies)
+	std::size_t pooled;   // stacks in the global pool (any size, and zombies)
 	std::size_t in_use;   // stacks owned by threads
-	std::size_t arenas;   // arenas mapped now
+	std::size_t arenas;   // arenas mapped now (any size class)
 	uint64_t maps;        // mappings made so far: arenas and lone stacks
 	uint64_t released;    // stacks given back to the system so far
 };

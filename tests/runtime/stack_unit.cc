@@ -301,29 +301,114 @@ TEST_CASE("100k alloc/free cycles grow nothing", "[stack]")
 	CHECK(seg_get_table_info().ti_updates == u1); // no map, no unmap
 }
 
-TEST_CASE("odd-sized stacks are mapped alone and never leak", "[stack]")
+TEST_CASE("sizes: below the default a default stack, above it a class "
+    "stack, above every class a lone mapping", "[stack]")
 {
 	fresh f;
 	snapshot s0 = snap();
 	stack *big = stack_alloc(1 << 20);
 	REQUIRE(big != nullptr);
-	CHECK(big->st_size >= (1u << 20));
-	CHECK(big->st_arena == nullptr);
-	CHECK(seg_count() == s0.segs + 3); // red zone, stack, red zone
+	CHECK(big->st_size == (1u << 20));
+	CHECK(big->st_arena != nullptr); // the 1 MiB class's arena
+	CHECK(big->st_class == 20);
 	std::memset(big->st_lo, 1, 4096);
 	bool rz = false;
 	CHECK(stack_lookup(big->st_lo - 1, &rz) == big);
 	CHECK(rz);
 	CHECK(stack_lookup(big->st_hi, &rz) == big);
 	CHECK(rz);
-	stack_free(big); // no system call here: a zombie until the next alloc
+	stack *odd = stack_alloc((1 << 20) + 1); // rounds up to 2 MiB
+	REQUIRE(odd != nullptr);
+	CHECK(odd->st_size == (2u << 20));
+	stack_free(odd);
+	stack_free(big);
+	CHECK(stack_alloc(1 << 20) == big); // pooled, LIFO
+	stack_free(big);
 	stack *small = stack_alloc(1000); // rounds up to the default
 	REQUIRE(small != nullptr);
 	CHECK(small->st_size == stack_config().default_size);
-	CHECK(stack_get_stats().mapped == 1);
+	CHECK(small->st_class == 0);
 	stack_free(small);
+
+	// Bigger than every class (64 MiB): mapped alone, a zombie when freed,
+	// unmapped by the next slow path.
+	std::size_t segs = seg_count();
+	stack *huge = stack_alloc(65u << 20);
+	REQUIRE(huge != nullptr);
+	CHECK(huge->st_arena == nullptr);
+	CHECK(seg_count() == segs + 3); // red zone, stack, red zone
+	CHECK(stack_lookup(huge->st_hi, &rz) == huge);
+	stack_free(huge); // no system call here
+	CHECK(seg_count() == segs + 3);
+	stack_free(stack_alloc(1 << 20));
+	CHECK(seg_count() == segs);
 	for (int i = 0; i < 50; i++)
 		stack_free(stack_alloc(256 * 1024));
+	stack_drain_all();
+	require_same(snap(), s0);
+}
+
+TEST_CASE("10,000 stacks of a non-default size map a bounded number of "
+    "arenas; drain gives them back", "[stack]")
+{
+	fresh f;
+	snapshot s0 = snap();
+	// Above the default (a class) and below it (a default stack).
+	for (std::size_t size : {std::size_t{256} << 10, std::size_t{16} << 10}) {
+		INFO("size " << size);
+		stack_stats b = stack_get_stats();
+		uint64_t u0 = seg_get_table_info().ti_updates;
+		const int N = 10000, live = 40;
+		std::vector<stack *> v(live);
+		for (int i = 0; i < N; i += live) {
+			for (auto &st : v) {
+				st = stack_alloc(size);
+				REQUIRE(st != nullptr);
+				REQUIRE(st->st_size >= size);
+				st->st_top[-1] = 1;
+			}
+			for (auto &st : v)
+				stack_free(st);
+		}
+		stack_stats a = stack_get_stats();
+		// 40 alive at once: a few arenas, whatever the count.
+		CHECK(a.maps - b.maps <= 2);
+		CHECK(a.released == b.released);
+		CHECK(seg_get_table_info().ti_updates - u0 <= 2);
+		CHECK(a.mapped - b.mapped <= 64);
+		CHECK(a.in_use == 0);
+		stack_drain_all();
+		CHECK(stack_get_stats().arenas == 0);
+		require_same(snap(), s0);
+	}
+}
+
+TEST_CASE("a class pool is bounded: the overflow goes back to the system",
+    "[stack]")
+{
+	fresh f;
+	snapshot s0 = snap();
+	const std::size_t size = 128 << 10; // 32 MiB of them: 256
+	std::vector<stack *> v(600);
+	for (auto &st : v) {
+		st = stack_alloc(size);
+		REQUIRE(st != nullptr);
+	}
+	stack_stats b = stack_get_stats();
+	for (auto &st : v)
+		stack_free(st);
+	stack_cache_trim(); // releases the overflow (zombies), nothing else
+	stack_stats a = stack_get_stats();
+	CHECK(a.pooled == 256);
+	CHECK(a.released - b.released == 600 - 256);
+	CHECK(a.mapped == 256);
+	// The pooled ones are reused without a map.
+	for (auto &st : v)
+		st = stack_alloc(size);
+	// 344 carved again: the unmapped arenas' worth, 56 slots each.
+	CHECK(stack_get_stats().maps - a.maps <= (600 - 256) / 56 + 1);
+	for (auto &st : v)
+		stack_free(st);
 	stack_drain_all();
 	require_same(snap(), s0);
 }
