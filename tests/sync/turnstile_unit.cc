@@ -47,13 +47,17 @@ pathfinder(bool propagate)
 		turnstile_set_propagation(propagate);
 		mutex mtx("bus");
 		std::atomic<int> seq{0};
-		std::atomic<bool> l_locked{false};
+		std::atomic<bool> l_locked{false}, go{false};
 		thread_attr la;
 		la.priority = 80;
 		la.name = "L";
 		green_thread L(la, [&] {
 			mtx.lock();
 			l_locked = true;
+			// Keep it until M and H exist (however late the test
+			// thread's timer fires on a loaded host), then work.
+			while (!go)
+				maybe_yield();
 			burn(20000); // some ms of work holding the lock
 			mtx.unlock();
 		});
@@ -76,6 +80,7 @@ pathfinder(bool propagate)
 			res.h_order = ++seq;
 			mtx.unlock();
 		});
+		go = true;
 		H.join();
 		M.join();
 		L.join();
