@@ -1,0 +1,474 @@
+// sx(9) (kern_sx.c) over the sleep queues.  The word layout and the state
+// table are in sync/sx.h.
+//
+// Blocking, for either kind of waiter: take the sx's chain lock
+// (sleepq_lock(this)), re-read the word; if the lock can now be had, take
+// it (CAS) and leave; otherwise set this queue's waiter bit with a CAS (if
+// the word changed meanwhile, start over), sleepq_add and sleep.  A
+// releaser that sees a waiter bit takes the same chain lock before it
+// clears the bits and wakes: it either runs before our re-read (and we see
+// the lock free) or after our bit is set (and it wakes us), never between.
+// Every woken waiter competes again from the top (no hand-off), as
+// FreeBSD's does.
+#include "sync/sx.h"
+
+#include <cerrno>
+
+#include "runtime/internal/curthread.h"
+#include "runtime/panic.h"
+#include "sync/internal/sq_check.h"
+#include "sync/sleepqueue.h"
+
+namespace usmp {
+
+namespace {
+
+enum : int { SQ_EXCLUSIVE_QUEUE = 0, SQ_SHARED_QUEUE = 1 };
+
+inline uintptr_t
+tid_of(thread *td) noexcept
+{
+	return reinterpret_cast<uintptr_t>(td);
+}
+
+inline thread *
+owner_of(uintptr_t x) noexcept
+{
+	return (x & SX_LOCK_SHARED) ? nullptr :
+	    reinterpret_cast<thread *>(x & ~uintptr_t{SX_LOCK_FLAGMASK});
+}
+
+inline uintptr_t
+sharers(uintptr_t x) noexcept
+{
+	return x >> SX_SHARERS_SHIFT;
+}
+
+void
+sx_lc_assert(const lock_object *lo, int what, const char *file, int line)
+{
+	const sx *s = reinterpret_cast<const sx *>(lo);
+	switch (what & (LA_LOCKED | LA_SLOCKED | LA_XLOCKED)) {
+	case LA_XLOCKED:
+		s->assert_xlocked(file, line);
+		break;
+	case LA_SLOCKED:
+		s->assert_slocked(file, line);
+		break;
+	case LA_LOCKED:
+		s->assert_locked(file, line);
+		break;
+	default:
+		s->assert_unlocked(file, line);
+	}
+}
+
+uintptr_t
+sx_lc_unlock(lock_object *lo)
+{
+	sx *s = reinterpret_cast<sx *>(lo);
+	if (s->xlocked()) {
+		s->unlock();
+		return 0;
+	}
+	s->unlock_shared();
+	return 1;
+}
+
+void
+sx_lc_lock(lock_object *lo, uintptr_t how)
+{
+	sx *s = reinterpret_cast<sx *>(lo);
+	if (how)
+		s->lock_shared();
+	else
+		s->lock();
+}
+
+thread *
+sx_lc_owner(const lock_object *lo)
+{
+	return reinterpret_cast<const sx *>(lo)->xholder();
+}
+
+} // namespace
+
+const lock_class lock_class_sx = {
+	"sx", LC_SLEEPLOCK | LC_SLEEPABLE | LC_RECURSABLE | LC_UPGRADABLE,
+	sx_lc_assert, sx_lc_unlock, sx_lc_lock, sx_lc_owner,
+};
+
+
+sx::sx(const char *name, unsigned opts, const char *file, int line) noexcept
+    : sx_lock(SX_LOCK_UNLOCKED)
+{
+	lock_init(&sx_lo, &lock_class_sx, name, nullptr, opts | LOCK_UPGRADABLE,
+	    "sx_init", file, line);
+}
+
+sx::~sx()
+{
+	if (!(sx_lo.lo_flags & LO_DESTROYED))
+		destroy("~sx", 0);
+}
+
+void
+sx::destroy(const char *file, int line) noexcept
+{
+	lock_check_live(&sx_lo, "sx_destroy", file, line);
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	if (x != SX_LOCK_UNLOCKED || sx_recurse != 0)
+		panic("sx_destroy: sx lock \"%s\" still held (word %#lx) @ %s:%d",
+		    sx_lo.lo_name, static_cast<unsigned long>(x), file, line);
+	sx_lock.store(SX_LOCK_DESTROYED, std::memory_order_relaxed);
+	lock_destroy(&sx_lo);
+}
+
+// ---- Exclusive.
+
+void
+sx::lock(const char *file, int line) noexcept
+{
+	lock_check_live(&sx_lo, "sx_xlock", file, line);
+	uintptr_t tid = tid_of(curthread_fast());
+	uintptr_t v = SX_LOCK_UNLOCKED;
+	if (__builtin_expect(!sx_lock.compare_exchange_strong(v, tid,
+		std::memory_order_acquire, std::memory_order_relaxed), 0))
+		(void)xlock_hard(tid, 0, file, line);
+}
+
+int
+sx::lock_sig(const char *file, int line) noexcept
+{
+	lock_check_live(&sx_lo, "sx_xlock_sig", file, line);
+	uintptr_t tid = tid_of(curthread_fast());
+	uintptr_t v = SX_LOCK_UNLOCKED;
+	if (sx_lock.compare_exchange_strong(v, tid, std::memory_order_acquire,
+		std::memory_order_relaxed))
+		return 0;
+	return xlock_hard(tid, SLEEPQ_INTERRUPTIBLE, file, line);
+}
+
+bool
+sx::try_lock(const char *file, int line) noexcept
+{
+	lock_check_live(&sx_lo, "sx_try_xlock", file, line);
+	thread *td = curthread_fast();
+	uintptr_t v = SX_LOCK_UNLOCKED;
+	if (sx_lock.compare_exchange_strong(v, tid_of(td),
+		std::memory_order_acquire, std::memory_order_relaxed))
+		return true;
+	if (owner_of(v) == td && (sx_lo.lo_flags & LO_RECURSABLE)) {
+		sx_recurse++;
+		return true;
+	}
+	return false;
+}
+
+int
+sx::xlock_hard(uintptr_t tid, int flags, const char *file, int line) noexcept
+{
+	thread *td = reinterpret_cast<thread *>(tid);
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	if (owner_of(x) == td) {
+		if (!(sx_lo.lo_flags & LO_RECURSABLE))
+			panic("_sx_xlock_hard: recursed on non-recursive sx \"%s\" "
+			    "@ %s:%d", sx_lo.lo_name, file, line);
+		sx_recurse++;
+		return 0;
+	}
+	sleep_check(td, "sx_xlock", sx_lo.lo_name, file, line);
+	for (;;) {
+		x = sx_lock.load(std::memory_order_relaxed);
+		if (x == SX_LOCK_UNLOCKED) {
+			if (sx_lock.compare_exchange_weak(x, tid,
+				std::memory_order_acquire, std::memory_order_relaxed))
+				return 0;
+			continue;
+		}
+		sleepq_lock(this);
+		x = sx_lock.load(std::memory_order_relaxed);
+		if ((x & ~uintptr_t{SX_LOCK_WAITERS}) == SX_LOCK_UNLOCKED) {
+			// Free but for waiter bits: take it, keeping them.
+			if (sx_lock.compare_exchange_strong(x,
+				tid | (x & SX_LOCK_WAITERS),
+				std::memory_order_acquire, std::memory_order_relaxed)) {
+				sleepq_release(this);
+				return 0;
+			}
+			sleepq_release(this);
+			continue;
+		}
+		if (!(x & SX_LOCK_EXCLUSIVE_WAITERS) &&
+		    !sx_lock.compare_exchange_strong(x,
+			x | SX_LOCK_EXCLUSIVE_WAITERS, std::memory_order_relaxed)) {
+			sleepq_release(this);
+			continue;
+		}
+		sleepq_add(this, nullptr, sx_lo.lo_name, SLEEPQ_SX | flags,
+		    SQ_EXCLUSIVE_QUEUE, file, line);
+		if (flags & SLEEPQ_INTERRUPTIBLE) {
+			if (sleepq_wait_sig(this, 0) == EINTR)
+				return EINTR;
+		} else {
+			sleepq_wait(this, 0);
+		}
+	}
+}
+
+void
+sx::unlock(const char *file, int line) noexcept
+{
+	lock_check_live(&sx_lo, "sx_xunlock", file, line);
+	thread *td = curthread_fast();
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	if (__builtin_expect(owner_of(x) != td, 0))
+		panic("sx_xunlock: sx \"%s\" not exclusively locked by thread "
+		    "\"%s\" (tid %d) @ %s:%d", sx_lo.lo_name, td->td_name,
+		    td->td_tid, file, line);
+	if (sx_recurse != 0) {
+		sx_recurse--;
+		return;
+	}
+	uintptr_t v = tid_of(td);
+	if (__builtin_expect(!sx_lock.compare_exchange_strong(v,
+		SX_LOCK_UNLOCKED, std::memory_order_release,
+		std::memory_order_relaxed), 0))
+		xunlock_hard(file, line);
+}
+
+void
+sx::xunlock_hard(const char *file, int line) noexcept
+{
+	sleepq_lock(this);
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	// Writers first; the shared waiters' bit stays for the next release.
+	int queue = (x & SX_LOCK_EXCLUSIVE_WAITERS) ? SQ_EXCLUSIVE_QUEUE :
+						      SQ_SHARED_QUEUE;
+	uintptr_t setx = SX_LOCK_UNLOCKED;
+	if (queue == SQ_EXCLUSIVE_QUEUE)
+		setx |= x & SX_LOCK_SHARED_WAITERS;
+	// Only we change the word while we own it and hold the chain lock.
+	sx_lock.store(setx, std::memory_order_release);
+	sleepq_broadcast(this, SLEEPQ_SX, 0, queue);
+	sleepq_release(this);
+}
+
+// ---- Shared.
+
+void
+sx::lock_shared(const char *file, int line) noexcept
+{
+	lock_check_live(&sx_lo, "sx_slock", file, line);
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	if (__builtin_expect((x & (SX_LOCK_SHARED | SX_LOCK_EXCLUSIVE_WAITERS)) ==
+		    SX_LOCK_SHARED &&
+		sx_lock.compare_exchange_strong(x, x + SX_ONE_SHARER,
+		    std::memory_order_acquire, std::memory_order_relaxed), 1))
+		return;
+	(void)slock_hard(0, file, line);
+}
+
+int
+sx::lock_shared_sig(const char *file, int line) noexcept
+{
+	lock_check_live(&sx_lo, "sx_slock_sig", file, line);
+	return slock_hard(SLEEPQ_INTERRUPTIBLE, file, line);
+}
+
+bool
+sx::try_lock_shared(const char *file, int line) noexcept
+{
+	lock_check_live(&sx_lo, "sx_try_slock", file, line);
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	while (x & SX_LOCK_SHARED) {
+		if (sx_lock.compare_exchange_weak(x, x + SX_ONE_SHARER,
+			std::memory_order_acquire, std::memory_order_relaxed))
+			return true;
+	}
+	return false;
+}
+
+int
+sx::slock_hard(int flags, const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	if (__builtin_expect(owner_of(x) == td, 0))
+		panic("sx_slock: sx \"%s\" already exclusively locked by thread "
+		    "\"%s\" @ %s:%d", sx_lo.lo_name, td->td_name, file, line);
+	bool checked = false;
+	for (;;) {
+		x = sx_lock.load(std::memory_order_relaxed);
+		if ((x & (SX_LOCK_SHARED | SX_LOCK_EXCLUSIVE_WAITERS)) ==
+		    SX_LOCK_SHARED) {
+			if (sx_lock.compare_exchange_weak(x, x + SX_ONE_SHARER,
+				std::memory_order_acquire,
+				std::memory_order_relaxed))
+				return 0;
+			continue;
+		}
+		if (!checked) {
+			sleep_check(td, "sx_slock", sx_lo.lo_name, file, line);
+			checked = true;
+		}
+		sleepq_lock(this);
+		x = sx_lock.load(std::memory_order_relaxed);
+		if ((x & (SX_LOCK_SHARED | SX_LOCK_EXCLUSIVE_WAITERS)) ==
+		    SX_LOCK_SHARED) {
+			sleepq_release(this);
+			continue;
+		}
+		if (!(x & SX_LOCK_SHARED_WAITERS) &&
+		    !sx_lock.compare_exchange_strong(x,
+			x | SX_LOCK_SHARED_WAITERS, std::memory_order_relaxed)) {
+			sleepq_release(this);
+			continue;
+		}
+		sleepq_add(this, nullptr, sx_lo.lo_name, SLEEPQ_SX | flags,
+		    SQ_SHARED_QUEUE, file, line);
+		if (flags & SLEEPQ_INTERRUPTIBLE) {
+			if (sleepq_wait_sig(this, 0) == EINTR)
+				return EINTR;
+		} else {
+			sleepq_wait(this, 0);
+		}
+	}
+}
+
+void
+sx::unlock_shared(const char *file, int line) noexcept
+{
+	lock_check_live(&sx_lo, "sx_sunlock", file, line);
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	for (;;) {
+		if (__builtin_expect(!(x & SX_LOCK_SHARED) || sharers(x) == 0, 0))
+			panic("sx_sunlock: sx \"%s\" not share locked @ %s:%d",
+			    sx_lo.lo_name, file, line);
+		if (sharers(x) > 1 || !(x & SX_LOCK_WAITERS)) {
+			if (sx_lock.compare_exchange_weak(x, x - SX_ONE_SHARER,
+				std::memory_order_release,
+				std::memory_order_relaxed))
+				return;
+			continue;
+		}
+		break;
+	}
+	sunlock_hard(file, line);
+}
+
+void
+sx::sunlock_hard(const char *file, int line) noexcept
+{
+	sleepq_lock(this);
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	for (;;) {
+		if (sharers(x) > 1 || !(x & SX_LOCK_WAITERS)) {
+			if (sx_lock.compare_exchange_weak(x, x - SX_ONE_SHARER,
+				std::memory_order_release,
+				std::memory_order_relaxed)) {
+				sleepq_release(this);
+				return;
+			}
+			continue;
+		}
+		// The last sharer, with waiters.
+		int queue = (x & SX_LOCK_EXCLUSIVE_WAITERS) ?
+		    SQ_EXCLUSIVE_QUEUE : SQ_SHARED_QUEUE;
+		uintptr_t setx = SX_LOCK_UNLOCKED;
+		if (queue == SQ_EXCLUSIVE_QUEUE)
+			setx |= x & SX_LOCK_SHARED_WAITERS;
+		if (!sx_lock.compare_exchange_weak(x, setx,
+			std::memory_order_release, std::memory_order_relaxed))
+			continue;
+		sleepq_broadcast(this, SLEEPQ_SX, 0, queue);
+		sleepq_release(this);
+		return;
+	}
+}
+
+// ---- Upgrade, downgrade.
+
+bool
+sx::try_upgrade(const char *file, int line) noexcept
+{
+	lock_check_live(&sx_lo, "sx_try_upgrade", file, line);
+	assert_slocked(file, line);
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	uintptr_t w = x & SX_LOCK_EXCLUSIVE_WAITERS;
+	uintptr_t v = SX_LOCK_SHARED | SX_ONE_SHARER | w;
+	return sx_lock.compare_exchange_strong(v,
+	    tid_of(curthread_fast()) | w, std::memory_order_acquire,
+	    std::memory_order_relaxed);
+}
+
+void
+sx::downgrade(const char *file, int line) noexcept
+{
+	lock_check_live(&sx_lo, "sx_downgrade", file, line);
+	assert_xlocked(file, line);
+	if (sx_recurse != 0)
+		panic("sx_downgrade: sx \"%s\" recursed @ %s:%d", sx_lo.lo_name,
+		    file, line);
+	uintptr_t v = tid_of(curthread_fast());
+	if (sx_lock.compare_exchange_strong(v, SX_LOCK_SHARED | SX_ONE_SHARER,
+		std::memory_order_release, std::memory_order_relaxed))
+		return;
+	sleepq_lock(this);
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	sx_lock.store(SX_LOCK_SHARED | SX_ONE_SHARER |
+	    (x & SX_LOCK_EXCLUSIVE_WAITERS), std::memory_order_release);
+	if (x & SX_LOCK_SHARED_WAITERS)
+		sleepq_broadcast(this, SLEEPQ_SX, 0, SQ_SHARED_QUEUE);
+	sleepq_release(this);
+}
+
+// ---- Asserts.
+
+bool
+sx::xlocked() const noexcept
+{
+	return owner_of(sx_lock.load(std::memory_order_relaxed)) ==
+	    curthread_fast();
+}
+
+thread *
+sx::xholder() const noexcept
+{
+	return owner_of(sx_lock.load(std::memory_order_relaxed));
+}
+
+void
+sx::assert_xlocked(const char *file, int line) const noexcept
+{
+	if (!xlocked())
+		panic("Lock %s not exclusively locked @ %s:%d", sx_lo.lo_name,
+		    file, line);
+}
+
+void
+sx::assert_slocked(const char *file, int line) const noexcept
+{
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	if (!(x & SX_LOCK_SHARED) || sharers(x) == 0)
+		panic("Lock %s not share locked @ %s:%d", sx_lo.lo_name, file,
+		    line);
+}
+
+void
+sx::assert_locked(const char *file, int line) const noexcept
+{
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	if (!xlocked() && !((x & SX_LOCK_SHARED) && sharers(x) != 0))
+		panic("Lock %s not locked @ %s:%d", sx_lo.lo_name, file, line);
+}
+
+void
+sx::assert_unlocked(const char *file, int line) const noexcept
+{
+	if (xlocked())
+		panic("Lock %s exclusively locked @ %s:%d", sx_lo.lo_name, file,
+		    line);
+}
+
+} // namespace usmp
