@@ -1156,7 +1156,7 @@ stack_trim_deadline() noexcept
 	uint64_t due = UINT64_MAX;
 	pool_guard pg;
 	if (g_pool.p_nzombies != 0)
-		return 0;
+		return pool_now();
 	foreach_zone([&](stk_zone *z) {
 		if (z->z_oldest != nullptr && zone_pooled(z) > zone_floor(z)) {
 			// Late by a tick of the coarse clock, so that the

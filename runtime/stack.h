@@ -109,9 +109,10 @@ void stack_cache_refill() noexcept;
 void stack_cache_trim() noexcept;
 
 // When (clock_ns(), runtime/machine.h) stack_cache_trim() will next have
-// something to give back to the system: a time already past (or 0) if it
-// has now, UINT64_MAX if nothing is due at all.  An idle CPU about to park bounds its sleep by it,
-// so that a process gone idle after a burst still returns the memory.
+// something to give back to the system: a time already past if it has now,
+// UINT64_MAX if nothing is due at all; never 0 (cpu_park()'s "no deadline").
+// An idle CPU about to park bounds its sleep by it, so that a process gone
+// idle after a burst still returns the memory.
 // Context: any thread, not a signal handler.
 uint64_t stack_trim_deadline() noexcept;
 
