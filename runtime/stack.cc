@@ -105,6 +105,7 @@
 #include "runtime/stack.h"
 
 #include <malloc.h>
+#include <sanitizer/asan_interface.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -117,6 +118,7 @@
 #include <mutex>
 #include <new>
 
+#include "runtime/config.h"
 #include "runtime/critical.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
@@ -1061,6 +1063,11 @@ stack_free(stack *st) noexcept
 		return;
 	}
 	st->st_owner = nullptr;
+	// A thread never returns through its frames (it switches away in
+	// thread_exit()), so AddressSanitizer's poison of their red zones
+	// stays behind: wipe it, or the next thread on this stack trips on it.
+	if constexpr (config::sanitize_address)
+		__asan_unpoison_memory_region(st->st_lo, st->st_size);
 	if (st->st_arena == nullptr || st->st_gen != g_gen) {
 		zombie_put(st);
 		return;
