@@ -173,6 +173,11 @@ preempt_handler(int, siginfo_t *, void *ucv) noexcept
 	    codemap_preemptible(rip);
 	if (!async) {
 		td->td_owepreempt = td->td_owepreempt | owe;
+		// Outside any critical section but in code that may not be
+		// preempted (libc, usmp): a CPU-bound thread may never reach a
+		// preemption point, so have the hardclock signal again.
+		if (crit == 0 && spin == 0 && (owe & OWEPREEMPT_PRI))
+			sched_ipi_retry(pc);
 		errno = saved_errno;
 		return;
 	}

@@ -94,6 +94,7 @@ struct alignas(64) tdq {
 	std::atomic<uint32_t> tdq_cpu_idle{0};  // (a) park word: 1 = parked
 	std::atomic<int> tdq_owepreempt{0};     // (a) remote preemption asked
 	std::atomic<int> tdq_slice_ipi{0};      // (a) hardclock: slice ended
+	std::atomic<int> tdq_retry_ipi{0};      // (a) hardclock: signal again
 	std::atomic<uint64_t> tdq_next_timer{UINT64_MAX}; // (a, written under q)
 	std::atomic<uint64_t> tdq_switchcnt{0}; // (a, written under q) switches
 	thread *tdq_newest = nullptr;           // (q) last thread made runnable here
@@ -669,6 +670,7 @@ sched_switch(thread *td, int flags) noexcept
 
 	thread *newtd = tdq_choose(q, pc, td);
 	uint64_t now_tick = ss.ticks.load(std::memory_order_relaxed);
+	q->tdq_retry_ipi.store(0, std::memory_order_relaxed);
 	if (newtd == td) {
 		td->td_state = TDS_RUNNING;
 		td->td_slicetick = now_tick;
@@ -716,6 +718,7 @@ sched_yield(thread *td) noexcept
 	if (__builtin_expect(next != UINT64_MAX, 0) && next <= coarse_ns())
 		tdq_run_timers(q, clock_ns());
 	thread *newtd = tdq_choose(q, pc, td);
+	q->tdq_retry_ipi.store(0, std::memory_order_relaxed);
 	if (newtd == td) {
 		td->td_state = TDS_RUNNING;
 	} else {
@@ -838,7 +841,10 @@ sched_hardclock(uint64_t ticks) noexcept
 		bool timer = q->tdq_next_timer.load(std::memory_order_relaxed) <= now;
 		if (slice)
 			q->tdq_slice_ipi.store(1, std::memory_order_relaxed);
-		if (slice || timer)
+		// A preemption the signal could not take (sched_ipi_retry) is
+		// asked again each tick until the CPU switches.
+		bool retry = q->tdq_retry_ipi.load(std::memory_order_relaxed) != 0;
+		if (slice || timer || retry)
 			ipi_preempt(q->tdq_pcpu);
 	}
 	// The balancer: a parked CPU while another has spare work.
@@ -914,6 +920,14 @@ sched_dump_cpu(int cpu) noexcept
 			    lc);
 		}
 	}
+}
+
+void
+sched_ipi_retry(pcpu *pc) noexcept
+{
+	tdq *q = static_cast<tdq *>(pc->pc_sched);
+	q->tdq_owepreempt.store(1, std::memory_order_relaxed);
+	q->tdq_retry_ipi.store(1, std::memory_order_relaxed);
 }
 
 int

@@ -127,6 +127,9 @@ void sched_lend_prio(thread *td, int pri) noexcept;
 void sched_unlend_prio(thread *td, int pri) noexcept;
 // Print a CPU's run queue state ("show tdq"), for reports.
 void sched_dump_cpu(int cpu) noexcept;
+// The preemption signal could not preempt (the CPU was in code that may not
+// be preempted): signal again at the next tick, until a switch happens.
+void sched_ipi_retry(pcpu *pc) noexcept;
 // Count of threads queued or running on a CPU (tests, counters).
 int sched_load(int cpu) noexcept;
 
