@@ -813,7 +813,12 @@ sched_idle_loop(pcpu *pc) noexcept
 			continue;
 		}
 		pc->pc_cnt_parks++;
+		// Wake for the next timer, or for the stack cache's next chance
+		// to give memory back after a burst (stack_trim_deadline()).
 		uint64_t next = q->tdq_next_timer.load(std::memory_order_acquire);
+		uint64_t trim = stack_trim_deadline();
+		if (trim < next)
+			next = trim;
 		cpu_park(&q->tdq_cpu_idle, 1, next == UINT64_MAX ? 0 : next);
 		q->tdq_cpu_idle.store(0, std::memory_order_relaxed);
 		spin_start = 0;
