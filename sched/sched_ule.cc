@@ -349,6 +349,26 @@ tdq_check_resumed(thread *td, const char *where) noexcept
 	}
 }
 
+// Run newtd in place of td on q's CPU: the bookkeeping every switch does
+// (state, CPU, slice start, the CPU's running priority and switch count),
+// then cpu_switch() with `after` as td's lock once it is saved.  Requires
+// q's lock; returns, when td runs again, with its CPU's run-queue lock.
+inline void
+tdq_switch_to(tdq *q, pcpu *pc, thread *td, thread *newtd, spinlock *after,
+    uint64_t now_tick, const char *where) noexcept
+{
+	newtd->td_state = TDS_RUNNING;
+	newtd->td_cpu = newtd->td_lastcpu = q->tdq_cpu;
+	newtd->td_slicetick = now_tick;
+	q->tdq_curpri.store(newtd->td_priority, std::memory_order_relaxed);
+	q->tdq_switchtick.store(now_tick, std::memory_order_relaxed);
+	q->tdq_switchcnt.store(q->tdq_switchcnt.load(std::memory_order_relaxed) + 1,
+	    std::memory_order_relaxed);
+	pc->pc_switchticks = now_tick;
+	cpu_switch(td, newtd, after);
+	tdq_check_resumed(td, where);
+}
+
 // ---- Placement (step 1).
 
 int
@@ -677,16 +697,7 @@ sched_switch(thread *td, int flags) noexcept
 		td->td_lock.store(after, std::memory_order_relaxed);
 		return;
 	}
-	newtd->td_state = TDS_RUNNING;
-	newtd->td_cpu = newtd->td_lastcpu = q->tdq_cpu;
-	newtd->td_slicetick = now_tick;
-	q->tdq_curpri.store(newtd->td_priority, std::memory_order_relaxed);
-	q->tdq_switchtick.store(now_tick, std::memory_order_relaxed);
-	q->tdq_switchcnt.store(q->tdq_switchcnt.load(std::memory_order_relaxed) + 1,
-	    std::memory_order_relaxed);
-	pc->pc_switchticks = now_tick;
-	cpu_switch(td, newtd, after);
-	tdq_check_resumed(td, "sched_switch");
+	tdq_switch_to(q, pc, td, newtd, after, now_tick, "sched_switch");
 }
 
 // kern_yield(): the hot path of thread_yield(), which the yield ping-pong
@@ -722,18 +733,8 @@ sched_yield(thread *td) noexcept
 	if (newtd == td) {
 		td->td_state = TDS_RUNNING;
 	} else {
-		uint64_t now_tick = ss.ticks.load(std::memory_order_relaxed);
-		newtd->td_state = TDS_RUNNING;
-		newtd->td_cpu = newtd->td_lastcpu = q->tdq_cpu;
-		newtd->td_slicetick = now_tick;
-		q->tdq_curpri.store(newtd->td_priority, std::memory_order_relaxed);
-		q->tdq_switchtick.store(now_tick, std::memory_order_relaxed);
-		q->tdq_switchcnt.store(
-		    q->tdq_switchcnt.load(std::memory_order_relaxed) + 1,
-		    std::memory_order_relaxed);
-		pc->pc_switchticks = now_tick;
-		cpu_switch(td, newtd, &q->tdq_lock);
-		tdq_check_resumed(td, "sched_yield");
+		tdq_switch_to(q, pc, td, newtd, &q->tdq_lock,
+		    ss.ticks.load(std::memory_order_relaxed), "sched_yield");
 	}
 	thread_unlock(td);
 }
