@@ -10,6 +10,11 @@
 // decrement it: it is an upper bound, and a signal that finds the queue
 // empty only brings it down.  It saturates at INT_MAX (CV_WAITERS_BOUND),
 // after which signal() always looks at the queue.
+//
+// Giant, as in sleep(9) (sync/sleep.cc): every level the waiter holds is
+// released inside the chain lock, right after the waiter is counted, and
+// taken back after the wait, before the interlock.  Giant as the interlock
+// is released and restored that way only.
 #include "sync/condvar.h"
 
 #include <cerrno>
@@ -18,6 +23,7 @@
 #include "runtime/internal/curthread.h"
 #include "runtime/panic.h"
 #include "sync/internal/sq_check.h"
+#include "sync/mutex.h"
 #include "sync/sleepqueue.h"
 
 namespace usmp {
@@ -49,6 +55,9 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
 		panic("%s: condvar \"%s\" waited on without a lock @ %s:%d",
 		    call, cv_description, file, line);
 	interlock_check(lock, call, file, line);
+	bool giant_lock = lock == Giant.lo();
+	if (giant_lock)
+		Giant.assert_owned(file, line);
 	bool sleepable = (lock->lo_class->lc_flags & LC_SLEEPABLE) != 0;
 	uintptr_t how = 0;
 
@@ -56,7 +65,8 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
 	int w = cv_waiters.load(std::memory_order_relaxed);
 	if (w != CV_WAITERS_BOUND)
 		cv_waiters.store(w + 1, std::memory_order_relaxed);
-	if (!sleepable)
+	int giant = drop_giant();
+	if (!sleepable && !giant_lock)
 		how = lock->lo_class->lc_unlock(lock);
 	sleepq_add(this, lock, cv_description, SLEEPQ_CONDVAR | flags, 0,
 	    file, line);
@@ -78,7 +88,10 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
 		sleepq_wait(this, 0);
 		rval = 0;
 	}
-	if (relock)
+	// cv_wait_unlock() with Giant as the interlock leaves it released.
+	if (relock || !giant_lock)
+		pickup_giant(giant);
+	if (relock && !giant_lock)
 		lock->lo_class->lc_lock(lock, how);
 	return rval;
 }
@@ -93,6 +106,7 @@ condvar::wait_any(any_lock &a, std::chrono::nanoseconds timo, int flags,
 	int w = cv_waiters.load(std::memory_order_relaxed);
 	if (w != CV_WAITERS_BOUND)
 		cv_waiters.store(w + 1, std::memory_order_relaxed);
+	int giant = drop_giant();
 	sleepq_add(this, nullptr, cv_description, SLEEPQ_CONDVAR | flags, 0,
 	    file, line);
 	bool timed = timo.count() > 0;
@@ -106,6 +120,7 @@ condvar::wait_any(any_lock &a, std::chrono::nanoseconds timo, int flags,
 		rval = sleepq_timedwait(this, 0);
 	else
 		sleepq_wait(this, 0);
+	pickup_giant(giant);
 	a.lock(a.l);
 	return rval;
 }

@@ -12,6 +12,14 @@
 //     chain) and the chain lock is taken again; a wakeup in between has
 //     already taken us off the queue, which the wait notices.
 //  5. Wait; re-acquire the interlock in the mode it was held, unless PDROP.
+//
+// Giant (DROP_GIANT / PICKUP_GIANT).  Every level of Giant the sleeper holds
+// is released right after step 1, inside the chain lock (Giant may be the
+// interlock itself, which must go atomically with the sleep), and taken
+// back, to the same recursion depth, after the wait and before the
+// interlock: Giant is ordered before every other lock.  With Giant as the
+// interlock, the Giant drop is its release and PDROP does not apply to it:
+// Giant comes back regardless, as in FreeBSD.
 #include "sync/sleep.h"
 
 #include <cerrno>
@@ -20,6 +28,7 @@
 #include "runtime/internal/curthread.h"
 #include "runtime/panic.h"
 #include "sync/internal/sq_check.h"
+#include "sync/mutex.h"
 
 namespace usmp {
 
@@ -41,20 +50,28 @@ sleep_common(const void *chan, lock_object *lock, int pri, const char *wmesg,
 	int flags = type;
 	if (pri & PCATCH)
 		flags |= SLEEPQ_INTERRUPTIBLE;
-	bool sleepable = lock != nullptr &&
-	    (lock->lo_class->lc_flags & LC_SLEEPABLE) != 0;
+	// ilock: the interlock this code releases and takes back; Giant as
+	// the interlock is released and restored as Giant.
+	lock_object *ilock = lock;
+	if (lock == Giant.lo()) {
+		Giant.assert_owned(file, line);
+		ilock = nullptr;
+	}
+	bool sleepable = ilock != nullptr &&
+	    (ilock->lo_class->lc_flags & LC_SLEEPABLE) != 0;
 	uintptr_t how = 0;
 
 	sleepq_lock(chan);
-	if (lock != nullptr && !sleepable)
-		how = lock->lo_class->lc_unlock(lock);
+	int giant = drop_giant();
+	if (ilock != nullptr && !sleepable)
+		how = ilock->lo_class->lc_unlock(ilock);
 	sleepq_add(chan, lock, wmesg, flags, 0, file, line);
 	bool timed = timo.count() > 0;
 	if (timed)
 		sleepq_set_timeout(chan, timo);
 	if (sleepable) {
 		sleepq_release(chan);
-		how = lock->lo_class->lc_unlock(lock);
+		how = ilock->lo_class->lc_unlock(ilock);
 		sleepq_lock(chan);
 	}
 	int rval;
@@ -68,8 +85,9 @@ sleep_common(const void *chan, lock_object *lock, int pri, const char *wmesg,
 		sleepq_wait(chan, pri & PRIMASK);
 		rval = 0;
 	}
-	if (lock != nullptr && !(pri & PDROP))
-		lock->lo_class->lc_lock(lock, how);
+	pickup_giant(giant);
+	if (ilock != nullptr && !(pri & PDROP))
+		ilock->lo_class->lc_lock(ilock, how);
 	return rval;
 }
 
@@ -92,7 +110,9 @@ pause(const char *wmesg, std::chrono::nanoseconds duration, const char *file,
 	thread *td = curthread_fast();
 	if (td->td_flags & TDF_FOREIGN) {
 		sleep_check(td, "pause", wmesg, file, line);
+		int giant = drop_giant();
 		std::this_thread::sleep_for(duration);
+		pickup_giant(giant);
 		return EWOULDBLOCK;
 	}
 	// A channel nobody else knows: the thread's own futex word.

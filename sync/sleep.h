@@ -33,8 +33,10 @@ enum : int {
 // Sleep on chan, releasing interlock `lock` (may be null) while asleep.
 // timo 0: no timeout.  Panics when called in a critical section, with a
 // spin lock held, by a thread that may not sleep, or with a null chan.
-// Giant is not held across the sleep.  Context: may sleep; a foreign OS
-// thread blocks.
+// Giant is fully released across the sleep (every recursion level) and
+// taken back, to the same depth, before the interlock; Giant itself may be
+// the interlock (it then comes back even with PDROP).  Context: may sleep;
+// a foreign OS thread blocks.
 int msleep(const void *chan, lock_object *lock, int pri, const char *wmesg,
     std::chrono::nanoseconds timo = std::chrono::nanoseconds::zero(),
     const char *file = __builtin_FILE(), int line = __builtin_LINE()) noexcept;

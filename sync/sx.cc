@@ -10,6 +10,12 @@
 // the lock free) or after our bit is set (and it wakes us), never between.
 // Every woken waiter competes again from the top (no hand-off), as
 // FreeBSD's does.
+//
+// Giant (kern_sx.c's GIANT_SAVE / GIANT_RESTORE): a waiter about to sleep
+// releases every level of Giant it holds (once, under the chain lock, just
+// before its first sleepq_add) and takes them back when it leaves the slow
+// path, holding the sx (or with EINTR): a thread that sleeps on an sx
+// never blocks Giant's other users.
 #include "sync/sx.h"
 
 #include <cerrno>
@@ -17,6 +23,7 @@
 #include "runtime/internal/curthread.h"
 #include "runtime/panic.h"
 #include "sync/internal/sq_check.h"
+#include "sync/mutex.h"
 #include "sync/sleepqueue.h"
 
 namespace usmp {
@@ -24,6 +31,28 @@ namespace usmp {
 namespace {
 
 enum : int { SQ_EXCLUSIVE_QUEUE = 0, SQ_SHARED_QUEUE = 1 };
+
+// GIANT_SAVE / GIANT_RESTORE: save() before each sleep (only the first
+// drops anything); the destructor, on every way out of the slow path,
+// restores the depth saved.
+class giant_save {
+public:
+	giant_save() noexcept = default;
+	giant_save(const giant_save &) = delete;
+	giant_save &operator=(const giant_save &) = delete;
+	~giant_save() { pickup_giant(gs_depth); }
+	void save() noexcept
+	{
+		if (!gs_saved) {
+			gs_depth = drop_giant();
+			gs_saved = true;
+		}
+	}
+
+private:
+	int gs_depth = 0;
+	bool gs_saved = false;
+};
 
 inline uintptr_t
 tid_of(thread *td) noexcept
@@ -178,6 +207,7 @@ sx::xlock_hard(uintptr_t tid, int flags, const char *file, int line) noexcept
 		return 0;
 	}
 	sleep_check(td, "sx_xlock", sx_lo.lo_name, file, line);
+	giant_save giant;
 	for (;;) {
 		x = sx_lock.load(std::memory_order_relaxed);
 		if (x == SX_LOCK_UNLOCKED) {
@@ -205,6 +235,7 @@ sx::xlock_hard(uintptr_t tid, int flags, const char *file, int line) noexcept
 			sleepq_release(this);
 			continue;
 		}
+		giant.save();
 		sleepq_add(this, nullptr, sx_lo.lo_name, SLEEPQ_SX | flags,
 		    SQ_EXCLUSIVE_QUEUE, file, line);
 		if (flags & SLEEPQ_INTERRUPTIBLE) {
@@ -298,6 +329,7 @@ sx::slock_hard(int flags, const char *file, int line) noexcept
 		panic("sx_slock: sx \"%s\" already exclusively locked by thread "
 		    "\"%s\" @ %s:%d", sx_lo.lo_name, td->td_name, file, line);
 	bool checked = false;
+	giant_save giant;
 	for (;;) {
 		x = sx_lock.load(std::memory_order_relaxed);
 		if ((x & (SX_LOCK_SHARED | SX_LOCK_EXCLUSIVE_WAITERS)) ==
@@ -325,6 +357,7 @@ sx::slock_hard(int flags, const char *file, int line) noexcept
 			sleepq_release(this);
 			continue;
 		}
+		giant.save();
 		sleepq_add(this, nullptr, sx_lo.lo_name, SLEEPQ_SX | flags,
 		    SQ_SHARED_QUEUE, file, line);
 		if (flags & SLEEPQ_INTERRUPTIBLE) {
