@@ -11,66 +11,18 @@
 #include <thread>
 
 #include "support/machine.h"
+#include "support/tlock.h"
 #include "runtime/thread.h"
 #include "sync/condvar.h"
 #include "sync/lock.h"
+#include "sync/mutex.h"
 #include "sync/sleep.h"
 #include "sync/sleepqueue.h"
 
 using namespace std::chrono_literals;
 using namespace usmp;
 
-namespace {
-
-// A small test-only sleep lock on the sleep queues (an interlock with a
-// lock_class); marked sleepable so that msleep drops the chain lock
-// around its unlock (it takes a chain lock itself).
-struct tlock {
-	lock_object lo_;
-	std::atomic<int> word{0}; // 0 free, 1 held, 2 held with waiters
-
-	static const lock_class cls;
-	explicit tlock(const char *name)
-	{
-		lock_init(&lo_, &cls, name, nullptr, 0, "tlock", __FILE__, __LINE__);
-	}
-	lock_object *lo() noexcept { return &lo_; }
-	void lock() noexcept
-	{
-		for (;;) {
-			int v = 0;
-			if (word.compare_exchange_strong(v, 1))
-				return;
-			sleepq_lock(this);
-			v = word.load();
-			if (v != 0 && (v == 2 || word.compare_exchange_strong(v, 2))) {
-				sleepq_add(this, nullptr, "tlock", SLEEPQ_SLEEP, 0);
-				sleepq_wait(this, 0);
-			} else {
-				sleepq_release(this);
-			}
-		}
-	}
-	void unlock() noexcept
-	{
-		if (word.exchange(0) == 2) {
-			sleepq_lock(this);
-			sleepq_broadcast(this, SLEEPQ_SLEEP, 0, 0);
-			sleepq_release(this);
-		}
-	}
-};
-const lock_class tlock::cls = {
-	"test lock", LC_SLEEPLOCK | LC_SLEEPABLE, nullptr,
-	[](lock_object *lo) -> uintptr_t {
-		reinterpret_cast<tlock *>(lo)->unlock();
-		return 0;
-	},
-	[](lock_object *lo, uintptr_t) { reinterpret_cast<tlock *>(lo)->lock(); },
-	nullptr,
-};
-
-} // namespace
+using test::tlock;
 
 namespace {
 
@@ -264,4 +216,44 @@ TEST_CASE("foreign OS thread waits on a condvar signalled by a green thread "
 		l.unlock();
 	});
 	os.join();
+}
+
+TEST_CASE("cv waits with a usmp::mutex interlock: EWOULDBLOCK, EINTR, "
+	  "wait_unlock, recursion restored", "[unit][condvar]")
+{
+	test::machine m(2);
+	m.run([] {
+		mutex mx("cv interlock", nullptr, LOCK_RECURSE);
+		condvar cv("cv mutex");
+		mx.lock();
+		CHECK(cv.timedwait(mx, 1ms) == EWOULDBLOCK);
+		CHECK(mx.owned());
+		thread_interrupt(curthread());
+		CHECK(cv.wait_sig(mx.lo()) == EINTR);
+		CHECK(mx.owned());
+		CHECK(cv.timedwait_sig(mx.lo(), 1s) == EINTR);
+		CHECK(thread_interrupt_clear());
+		mx.lock(); // recursed: both levels go and come back
+		int state = 0;
+		green_thread t([&] {
+			std::scoped_lock g(mx);
+			state = 1;
+			cv.signal();
+		});
+		while (state == 0)
+			cv.wait(mx);
+		mx.assert_recursed();
+		mx.unlock();
+		green_thread u([&] {
+			std::scoped_lock g(mx);
+			state = 2;
+			cv.broadcast();
+		});
+		cv.wait_unlock(mx.lo()); // returns unlocked
+		CHECK(!mx.owned());
+		t.join();
+		u.join();
+		std::scoped_lock g(mx);
+		CHECK(state == 2);
+	});
 }

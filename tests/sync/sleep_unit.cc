@@ -5,69 +5,22 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "support/machine.h"
+#include "support/tlock.h"
 #include "runtime/thread.h"
 #include "sync/lock.h"
+#include "sync/mutex.h"
 #include "sync/sleep.h"
 #include "sync/sleepqueue.h"
 
 using namespace std::chrono_literals;
 using namespace usmp;
 
-namespace {
-
-// A small test-only sleep lock on the sleep queues (an interlock with a
-// lock_class); marked sleepable so that msleep drops the chain lock
-// around its unlock (it takes a chain lock itself).
-struct tlock {
-	lock_object lo_;
-	std::atomic<int> word{0}; // 0 free, 1 held, 2 held with waiters
-
-	static const lock_class cls;
-	explicit tlock(const char *name)
-	{
-		lock_init(&lo_, &cls, name, nullptr, 0, "tlock", __FILE__, __LINE__);
-	}
-	lock_object *lo() noexcept { return &lo_; }
-	void lock() noexcept
-	{
-		for (;;) {
-			int v = 0;
-			if (word.compare_exchange_strong(v, 1))
-				return;
-			sleepq_lock(this);
-			v = word.load();
-			if (v != 0 && (v == 2 || word.compare_exchange_strong(v, 2))) {
-				sleepq_add(this, nullptr, "tlock", SLEEPQ_SLEEP, 0);
-				sleepq_wait(this, 0);
-			} else {
-				sleepq_release(this);
-			}
-		}
-	}
-	void unlock() noexcept
-	{
-		if (word.exchange(0) == 2) {
-			sleepq_lock(this);
-			sleepq_broadcast(this, SLEEPQ_SLEEP, 0, 0);
-			sleepq_release(this);
-		}
-	}
-};
-const lock_class tlock::cls = {
-	"test lock", LC_SLEEPLOCK | LC_SLEEPABLE, nullptr,
-	[](lock_object *lo) -> uintptr_t {
-		reinterpret_cast<tlock *>(lo)->unlock();
-		return 0;
-	},
-	[](lock_object *lo, uintptr_t) { reinterpret_cast<tlock *>(lo)->lock(); },
-	nullptr,
-};
-
-} // namespace
+using test::tlock;
 
 TEST_CASE("msleep/wakeup hands a condition over", "[unit][sleep]")
 {
@@ -251,4 +204,86 @@ TEST_CASE("foreign OS threads msleep, time out and are interrupted",
 			pause("w", 1ms);
 	});
 	os.join();
+}
+
+TEST_CASE("msleep with a usmp::mutex interlock: EWOULDBLOCK, EINTR, PDROP, "
+	  "recursion restored", "[unit][sleep]")
+{
+	test::machine m(2);
+	m.run([] {
+		mutex mx("sleep interlock", nullptr, LOCK_RECURSE);
+		int chan;
+		mx.lock();
+		CHECK(msleep(&chan, mx, 0, "timo", 1ms) == EWOULDBLOCK);
+		CHECK(mx.owned());
+		thread_interrupt(curthread());
+		CHECK(msleep(&chan, mx, PCATCH, "intr", 1s) == EINTR);
+		CHECK(mx.owned());
+		CHECK(thread_interrupt_clear());
+		// Every level is released around the sleep and restored after.
+		mx.lock();
+		mx.lock();
+		std::atomic<bool> got{false};
+		green_thread t([&] {
+			mx.lock(); // only possible while the owner sleeps
+			got = true;
+			wakeup(&chan);
+			mx.unlock();
+		});
+		while (!got.load())
+			CHECK(msleep(&chan, mx, 0, "levels", 10ms) != EINTR);
+		mx.assert_recursed();
+		mx.unlock();
+		mx.unlock();
+		mx.assert_not_recursed();
+		CHECK(msleep(&chan, mx, PDROP, "drop", 1ms) == EWOULDBLOCK);
+		CHECK(!mx.owned());
+		t.join();
+	});
+}
+
+TEST_CASE("msleep with a usmp::mutex interlock: a wakeup racing a timeout or "
+	  "an interrupt", "[unit][sleep]")
+{
+	test::machine m(2, true);
+	m.run([] {
+		mutex mx("race interlock");
+		thread *me = curthread();
+		int woke = 0, timed = 0, intr = 0;
+		for (int i = 0; i < 2000; i++) {
+			int state = 0; // (mx)
+			green_thread w([&] {
+				if (i & 1)
+					thread_yield();
+				std::scoped_lock g(mx);
+				state = 1;
+				wakeup(&state);
+			});
+			green_thread b([&] {
+				if (i % 3 == 0)
+					thread_interrupt(me);
+			});
+			mx.lock();
+			int r = 0;
+			// One sleep: its result, whatever it is, must leave the
+			// interlock held; the wakeup, if it came first, made
+			// state 1 before the sleep began (never lost: then the
+			// loop does not sleep at all).
+			if (state == 0)
+				r = msleep(&state, mx, PCATCH, "race",
+				    std::chrono::microseconds(1 + i % 50));
+			REQUIRE(mx.owned());
+			REQUIRE((r == 0 || r == EWOULDBLOCK || r == EINTR));
+			if (r == 0 && state == 0) {
+				// Woken only by... nothing else wakes &state.
+				FAIL("msleep returned 0 without a wakeup");
+			}
+			(r == 0 ? woke : r == EWOULDBLOCK ? timed : intr)++;
+			mx.unlock();
+			w.join();
+			b.join();
+			thread_interrupt_clear();
+		}
+		CHECK(woke + timed + intr == 2000);
+	});
 }
