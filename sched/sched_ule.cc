@@ -1048,14 +1048,24 @@ effective_pri(const thread *td) noexcept
 
 } // namespace
 
+// Installed by sync/turnstile.cc (turnstile_adjust): sched/ may not call up
+// into sync/.  Null until then.
+void (*sched_turnstile_adjust)(thread *td, int oldpri) noexcept = nullptr;
+
 int
 sched_prio(thread *td, int pri) noexcept
 {
 	if (pri < PRI_MIN || pri > PRI_MAX)
 		return EINVAL;
 	thread_lock(td);
+	int oldpri = td->td_priority;
 	td->td_base_pri = static_cast<uint8_t>(pri);
 	sched_thread_priority(td, effective_pri(td));
+	// Blocked on a turnstile (its thread lock is the turnstile's): let
+	// the turnstile re-sort it and propagate (FreeBSD's sched_prio).
+	if (td->td_state == TDS_INHIBITED && (td->td_inhibitors & TDI_LOCK) &&
+	    td->td_priority != oldpri && sched_turnstile_adjust != nullptr)
+		sched_turnstile_adjust(td, oldpri);
 	thread_unlock(td);
 	return 0;
 }

@@ -431,6 +431,37 @@ chain_remove(turnstile_chain *tc, turnstile *ts) noexcept
 
 } // namespace
 
+// sched_prio()'s hook into the turnstiles, defined (null) in
+// sched/sched_ule.cc: sched/ sits below sync/ and may not call up, so sync/
+// installs turnstile_adjust() there before main() (a dynamic initializer of
+// this file, which every lock pulls in).  The type must match the
+// definition there.
+extern void (*sched_turnstile_adjust)(thread *td, int oldpri) noexcept;
+
+namespace {
+[[maybe_unused]] const bool ts_adjust_installed =
+    (sched_turnstile_adjust = turnstile_adjust, true);
+} // namespace
+
+void
+turnstile_adjust(thread *td, int oldpri) noexcept
+{
+	turnstile *ts = static_cast<turnstile *>(const_cast<void *>(td->td_wchan));
+	if (ts == nullptr)
+		return;
+	// Its place in the queue follows its priority (turnstile_first_pri,
+	// hence every later recomputation of the owner's lent priority,
+	// reads the head).  A thread already moved to ts_pending is not in a
+	// queue: turnstile_adjust_thread finds nothing to move.
+	spin_lock(&td_contested_lock);
+	turnstile_adjust_thread(ts, td);
+	spin_unlock(&td_contested_lock);
+	// A better priority is lent along the chain of owners now; a worse
+	// one is given back only when the owners release (as FreeBSD).
+	if (td->td_priority < oldpri)
+		propagate_priority(td, ts);
+}
+
 void
 turnstile_set_propagation(bool on) noexcept
 {

@@ -83,6 +83,13 @@ void turnstile_disown(turnstile *ts) noexcept;
 // True if queue q of ts has no waiters.  Requires ts locked.
 bool turnstile_empty(const turnstile *ts, int q) noexcept;
 
+// turnstile_adjust(): td, blocked on a turnstile (TDI_LOCK), has just had
+// its priority changed from oldpri by sched_prio().  Re-sort it in its
+// queue and, if it got better, lend the new priority along the chain of
+// owners.  Called by the scheduler through its hook (installed by sync/);
+// requires td's thread lock, which is its turnstile's ts_lock, and keeps it.
+void turnstile_adjust(thread *td, int oldpri) noexcept;
+
 // Test hook: switch priority propagation off (true by default), to show a
 // priority inversion happening.  Context: any.
 void turnstile_set_propagation(bool on) noexcept;

@@ -215,3 +215,106 @@ TEST_CASE("a write owner of an rwlock borrows a blocked reader's priority", "[un
 		CHECK(after == 100);
 	});
 }
+
+namespace {
+
+// Wait (sleeping) until td is blocked on a turnstile.
+void
+await_blocked_on_lock(thread *td)
+{
+	while (!(td->td_inhibitors & TDI_LOCK))
+		thread_sleep(1ms);
+}
+
+} // namespace
+
+TEST_CASE("sched_prio of a thread blocked on a turnstile re-sorts it and "
+	  "propagates (turnstile_adjust)", "[unit]")
+{
+	test::machine m(1);
+	m.run([] {
+		REQUIRE(sched_prio(curthread(), 20) == 0);
+		mutex ma("ma"), mb("mb"), mc("mc");
+		std::atomic<int> stage{0};
+		std::atomic<bool> release_b{false}, release_a{false};
+		std::atomic<int> pri_after_b{0};
+		thread_attr a;
+		a.priority = 200;
+		a.name = "L";
+		green_thread L(a, [&] {
+			ma.lock();
+			mb.lock();
+			stage = 1;
+			while (!release_b)
+				thread_yield();
+			mb.unlock();
+			// Lent now only through ma: its first waiter's.
+			pri_after_b = curthread()->td_priority;
+			while (!release_a)
+				thread_yield();
+			ma.unlock();
+		});
+		while (stage != 1)
+			thread_sleep(1ms);
+		auto blocker = [&](mutex &mx, int pri, const char *name) {
+			thread_attr wa;
+			wa.priority = pri;
+			wa.name = name;
+			return green_thread(wa, [&mx] {
+				mx.lock();
+				mx.unlock();
+			});
+		};
+		// Each must be better than L's priority of the moment to run
+		// (L spins in thread_yield) and block.
+		green_thread X = blocker(mb, 180, "X");
+		await_blocked_on_lock(X.native_handle());
+		green_thread W1 = blocker(ma, 170, "W1");
+		await_blocked_on_lock(W1.native_handle());
+		green_thread W2 = blocker(ma, 160, "W2");
+		await_blocked_on_lock(W2.native_handle());
+		CHECK(L.native_handle()->td_priority == 160);
+
+		// W1 gets better than W2: lent to L at once...
+		REQUIRE(sched_prio(W1.native_handle(), 150) == 0);
+		CHECK(W1.native_handle()->td_priority == 150);
+		CHECK(L.native_handle()->td_priority == 150);
+		// ...and W1 now heads ma's queue: when mb's release makes L
+		// recompute what it borrows, it still gets 150, not W2's 160.
+		release_b = true;
+		while (pri_after_b == 0)
+			thread_sleep(1ms);
+		CHECK(pri_after_b == 150);
+
+		// Along a chain: Y blocks on mc, owned by K, which blocks on ma
+		// (owned by L).  Raising Y raises K and L.
+		std::atomic<bool> k_has_c{false};
+		a.priority = 140;
+		a.name = "K";
+		green_thread K(a, [&] {
+			mc.lock();
+			k_has_c = true;
+			ma.lock();
+			ma.unlock();
+			mc.unlock();
+		});
+		while (!k_has_c)
+			thread_sleep(1ms);
+		await_blocked_on_lock(K.native_handle());
+		green_thread Y = blocker(mc, 130, "Y");
+		await_blocked_on_lock(Y.native_handle());
+		CHECK(K.native_handle()->td_priority == 130);
+		CHECK(L.native_handle()->td_priority == 130);
+		REQUIRE(sched_prio(Y.native_handle(), 100) == 0);
+		CHECK(K.native_handle()->td_priority == 100);
+		CHECK(L.native_handle()->td_priority == 100);
+
+		release_a = true;
+		L.join();
+		W1.join();
+		W2.join();
+		X.join();
+		K.join();
+		Y.join();
+	});
+}
