@@ -26,6 +26,7 @@ namespace usmp_bench {
 
 // Families not declared in bench.h.
 void register_mutex(); // mutex.cc
+void register_locks(); // locks.cc
 
 namespace {
 
@@ -226,6 +227,7 @@ main(int argc, char **argv)
 	register_threads1024();
 	register_skynet();
 	register_mutex();
+	register_locks();
 
 	collecting_reporter rep(benchmark::CreateDefaultDisplayReporter());
 	benchmark::RunSpecifiedBenchmarks(&rep);
