@@ -79,6 +79,34 @@ word_owner(uintptr_t v) noexcept
 	return reinterpret_cast<thread *>(v & ~uintptr_t{MTX_FLAGMASK});
 }
 
+// mtx_assert() of either kind of mutex, given what its word says: whether
+// curthread owns it and whether it is recursed.  FreeBSD's messages.
+void
+mtx_assert_common(const lock_object *lo, bool own, bool recursed, int what,
+    const char *file, int line) noexcept
+{
+	switch (what & ~(MA_RECURSED | MA_NOTRECURSED)) {
+	case MA_OWNED:
+		if (!own)
+			panic("mutex %s not owned at %s:%d", lo->lo_name, file,
+			    line);
+		if ((what & MA_RECURSED) && !recursed)
+			panic("mutex %s unrecursed at %s:%d", lo->lo_name, file,
+			    line);
+		if ((what & MA_NOTRECURSED) && recursed)
+			panic("mutex %s recursed at %s:%d", lo->lo_name, file,
+			    line);
+		return;
+	case MA_NOTOWNED:
+		if (what != MA_NOTOWNED)
+			break;
+		if (own)
+			panic("mutex %s owned at %s:%d", lo->lo_name, file, line);
+		return;
+	}
+	panic("unknown mtx_assert at %s:%d", file, line);
+}
+
 // ---- Lock classes.
 
 void
@@ -333,28 +361,9 @@ void
 mutex::assert_state(int what, const char *file, int line) const noexcept
 {
 	uintptr_t v = mtx_lock.load(std::memory_order_relaxed);
-	bool own = v != MTX_DESTROYED &&
-	    word_owner(v) == curthread_fast();
-	switch (what & ~(MA_RECURSED | MA_NOTRECURSED)) {
-	case MA_OWNED:
-		if (!own)
-			panic("mutex %s not owned at %s:%d", mtx_lo.lo_name, file,
-			    line);
-		if ((what & MA_RECURSED) && !(v & MTX_RECURSED))
-			panic("mutex %s unrecursed at %s:%d", mtx_lo.lo_name,
-			    file, line);
-		if ((what & MA_NOTRECURSED) && (v & MTX_RECURSED))
-			panic("mutex %s recursed at %s:%d", mtx_lo.lo_name, file,
-			    line);
-		return;
-	case MA_NOTOWNED:
-		if (what != MA_NOTOWNED)
-			break;
-		if (own)
-			panic("mutex %s owned at %s:%d", mtx_lo.lo_name, file, line);
-		return;
-	}
-	panic("unknown mtx_assert at %s:%d", file, line);
+	bool own = v != MTX_DESTROYED && word_owner(v) == curthread_fast();
+	mtx_assert_common(&mtx_lo, own, (v & MTX_RECURSED) != 0, what, file,
+	    line);
 }
 
 void
@@ -545,28 +554,9 @@ spin_mutex::destroy(const char *file, int line) noexcept
 void
 spin_mutex::assert_state(int what, const char *file, int line) const noexcept
 {
-	uintptr_t v = mtx_lock.load(std::memory_order_relaxed);
-	bool own = v == reinterpret_cast<uintptr_t>(curthread_fast());
-	switch (what & ~(MA_RECURSED | MA_NOTRECURSED)) {
-	case MA_OWNED:
-		if (!own)
-			panic("mutex %s not owned at %s:%d", mtx_lo.lo_name, file,
-			    line);
-		if ((what & MA_RECURSED) && mtx_recurse == 0)
-			panic("mutex %s unrecursed at %s:%d", mtx_lo.lo_name,
-			    file, line);
-		if ((what & MA_NOTRECURSED) && mtx_recurse != 0)
-			panic("mutex %s recursed at %s:%d", mtx_lo.lo_name, file,
-			    line);
-		return;
-	case MA_NOTOWNED:
-		if (what != MA_NOTOWNED)
-			break;
-		if (own)
-			panic("mutex %s owned at %s:%d", mtx_lo.lo_name, file, line);
-		return;
-	}
-	panic("unknown mtx_assert at %s:%d", file, line);
+	bool own = mtx_lock.load(std::memory_order_relaxed) ==
+	    reinterpret_cast<uintptr_t>(curthread_fast());
+	mtx_assert_common(&mtx_lo, own, mtx_recurse != 0, what, file, line);
 }
 
 void
