@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <functional>
+#include <thread>
 
 #include "support/machine.h"
 #include "runtime/thread.h"
@@ -276,4 +277,43 @@ TEST_CASE("a sleep without Giant leaves it alone", "[unit][giant]")
 		CHECK(tsleep(&chan, 0, "one giant", 1ms) == EWOULDBLOCK);
 		require_giant_depth(1);
 	});
+}
+
+TEST_CASE("a foreign OS thread drops Giant around pause and msleep",
+    "[unit][giant]")
+{
+	test::machine m(2);
+	std::atomic<int> phase{0};
+	bool got_in_pause = false, got_in_msleep = false;
+	int chan = 0;
+	std::thread os([&] {
+		Giant.lock();
+		Giant.lock();
+		phase = 1;
+		while (phase.load() == 1)
+			CHECK(pause("foreign giant", 1ms) == EWOULDBLOCK);
+		// phase 2: the green thread took and released Giant.
+		phase = 3;
+		while (phase.load() == 3)
+			(void)tsleep(&chan, 0, "foreign giant", 1s);
+		require_giant_depth(2);
+	});
+	m.run([&] {
+		while (phase.load() != 1)
+			thread_yield();
+		got_in_pause = poll_giant();
+		if (got_in_pause)
+			Giant.unlock();
+		phase = 2;
+		while (phase.load() != 3)
+			thread_yield();
+		got_in_msleep = poll_giant();
+		phase = 4;
+		wakeup(&chan);
+		if (got_in_msleep)
+			Giant.unlock();
+	});
+	os.join();
+	CHECK(got_in_pause);
+	CHECK(got_in_msleep);
 }
