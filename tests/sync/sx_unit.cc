@@ -107,17 +107,25 @@ TEST_CASE("sx lock_sig returns EINTR; msleep and condvar with an sx",
 	m.run([] {
 		sx s("sig");
 		thread *me = curthread();
+		// h holds the sx until lock_sig has returned (sx holders may
+		// sleep), so lock_sig must sleep; the interrupt, whether it
+		// lands before or during that sleep, ends it with EINTR.
+		std::atomic<bool> held{false}, done{false};
 		green_thread h([&] {
 			s.lock();
-			pause("hold", 20ms);
+			held = true;
+			while (!done.load())
+				pause("hold", 1ms);
 			s.unlock();
 		});
-		pause("w", 5ms);
+		while (!held.load())
+			pause("w", 1ms);
 		green_thread k([&] {
 			pause("w", 5ms);
 			thread_interrupt(me);
 		});
 		CHECK(s.lock_sig() == EINTR);
+		done = true;
 		CHECK(thread_interrupt_clear());
 		k.join();
 		h.join();
