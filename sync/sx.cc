@@ -54,6 +54,30 @@ private:
 	bool gs_saved = false;
 };
 
+// The sleeping half of both slow paths.  Requires the chain lock of chan
+// (the sx), with x the word read under it and the lock not available to
+// us: set `bit` (the waiters' bit of `queue`) if it is not set yet and
+// sleep on `queue`.  A failed CAS (the word changed: re-evaluate) or a
+// wakeup returns 0; an interrupted interruptible sleep returns EINTR.
+// Returns with the chain lock released.
+int
+sleep_on(std::atomic<uintptr_t> &word, uintptr_t x, uintptr_t bit,
+    const void *chan, const char *name, int queue, int flags,
+    giant_save &giant, const char *file, int line) noexcept
+{
+	if (!(x & bit) &&
+	    !word.compare_exchange_strong(x, x | bit, std::memory_order_relaxed)) {
+		sleepq_release(chan);
+		return 0;
+	}
+	giant.save();
+	sleepq_add(chan, nullptr, name, SLEEPQ_SX | flags, queue, file, line);
+	if (flags & SLEEPQ_INTERRUPTIBLE)
+		return sleepq_wait_sig(chan, 0) == EINTR ? EINTR : 0;
+	sleepq_wait(chan, 0);
+	return 0;
+}
+
 inline uintptr_t
 tid_of(thread *td) noexcept
 {
@@ -229,21 +253,10 @@ sx::xlock_hard(uintptr_t tid, int flags, const char *file, int line) noexcept
 			sleepq_release(this);
 			continue;
 		}
-		if (!(x & SX_LOCK_EXCLUSIVE_WAITERS) &&
-		    !sx_lock.compare_exchange_strong(x,
-			x | SX_LOCK_EXCLUSIVE_WAITERS, std::memory_order_relaxed)) {
-			sleepq_release(this);
-			continue;
-		}
-		giant.save();
-		sleepq_add(this, nullptr, sx_lo.lo_name, SLEEPQ_SX | flags,
-		    SQ_EXCLUSIVE_QUEUE, file, line);
-		if (flags & SLEEPQ_INTERRUPTIBLE) {
-			if (sleepq_wait_sig(this, 0) == EINTR)
-				return EINTR;
-		} else {
-			sleepq_wait(this, 0);
-		}
+		if (sleep_on(sx_lock, x, SX_LOCK_EXCLUSIVE_WAITERS, this,
+			sx_lo.lo_name, SQ_EXCLUSIVE_QUEUE, flags, giant, file,
+			line) == EINTR)
+			return EINTR;
 	}
 }
 
@@ -351,21 +364,10 @@ sx::slock_hard(int flags, const char *file, int line) noexcept
 			sleepq_release(this);
 			continue;
 		}
-		if (!(x & SX_LOCK_SHARED_WAITERS) &&
-		    !sx_lock.compare_exchange_strong(x,
-			x | SX_LOCK_SHARED_WAITERS, std::memory_order_relaxed)) {
-			sleepq_release(this);
-			continue;
-		}
-		giant.save();
-		sleepq_add(this, nullptr, sx_lo.lo_name, SLEEPQ_SX | flags,
-		    SQ_SHARED_QUEUE, file, line);
-		if (flags & SLEEPQ_INTERRUPTIBLE) {
-			if (sleepq_wait_sig(this, 0) == EINTR)
-				return EINTR;
-		} else {
-			sleepq_wait(this, 0);
-		}
+		if (sleep_on(sx_lock, x, SX_LOCK_SHARED_WAITERS, this,
+			sx_lo.lo_name, SQ_SHARED_QUEUE, flags, giant, file,
+			line) == EINTR)
+			return EINTR;
 	}
 }
 
