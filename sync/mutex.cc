@@ -40,6 +40,7 @@
 #include <type_traits>
 
 #include "runtime/panic.h"
+#include "sync/internal/lock_delay.h"
 #include "sync/turnstile.h"
 
 namespace usmp {
@@ -62,15 +63,6 @@ mono_ns() noexcept
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull +
 	    static_cast<uint64_t>(ts.tv_nsec);
-}
-
-inline void
-lock_delay(unsigned &delay, unsigned max) noexcept
-{
-	for (unsigned i = 0; i < delay; i++)
-		__builtin_ia32_pause();
-	if (delay < max)
-		delay <<= 1;
 }
 
 inline thread *

@@ -24,6 +24,7 @@
 #include "runtime/critical.h"
 #include "runtime/internal/spinlock.h"
 #include "runtime/panic.h"
+#include "sync/internal/lock_delay.h"
 #include "sync/internal/ts_tdstate.h"
 #include "sync/turnstile.h"
 
@@ -152,6 +153,7 @@ td_nonsleepable_locks(thread *td) noexcept
 namespace {
 
 constexpr unsigned RW_SPIN_LIMIT = 4096;
+constexpr unsigned RW_DELAY_MAX = 128;
 
 inline thread *
 rw_owner(uintptr_t v) noexcept
@@ -164,15 +166,6 @@ inline uintptr_t
 rw_readers(uintptr_t v) noexcept
 {
 	return (v & RW_LOCK_READ) ? v >> RW_READERS_SHIFT : 0;
-}
-
-inline void
-spin_delay(unsigned &delay) noexcept
-{
-	for (unsigned i = 0; i < delay; i++)
-		__builtin_ia32_pause();
-	if (delay < 128)
-		delay <<= 1;
 }
 
 void
@@ -292,7 +285,7 @@ rwlock::wlock_hard(const char *file, int line) noexcept
 			(owner == nullptr && rw_readers(v) != 0))) {
 			unsigned delay = 1;
 			spun += delay;
-			spin_delay(delay);
+			lock_delay(delay, RW_DELAY_MAX);
 			v = rw_lock.load(std::memory_order_relaxed);
 			continue;
 		}
@@ -439,7 +432,7 @@ rwlock::lock_shared(const char *file, int line) noexcept
 		    owner->td_state == TDS_RUNNING) {
 			unsigned delay = 1;
 			spun += delay;
-			spin_delay(delay);
+			lock_delay(delay, RW_DELAY_MAX);
 			v = rw_lock.load(std::memory_order_relaxed);
 			continue;
 		}
