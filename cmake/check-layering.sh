@@ -35,6 +35,7 @@ sync  runtime/internal/seam.h
 sync  runtime/internal/curthread.h
 sched runtime/internal/timeout.h
 sync  runtime/internal/timeout.h
+interrupts runtime/internal/idle.h
 '
 # Why: spinlock.h is the raw spin lock under the scheduler (run-queue and
 # thread locks are spinlocks; sync/'s spin_mutex and turnstiles take them).
@@ -43,7 +44,9 @@ sync  runtime/internal/timeout.h
 # curthread() the scheduler's hot paths need; sync/ blocks and wakes threads
 # through the same seam (thread_lock, mi_switch, sched_wakeup, priority
 # lending), as FreeBSD's turnstiles and sleep queues call into the
-# scheduler.  Tests are white-box besides:
+# scheduler.  idle.h is how interrupts/' ring backend plugs into the idle
+# park and the machine's boot and shutdown (the controller is a device
+# driver of runtime/'s CPUs).  Tests are white-box besides:
 # tests/<component>/ may include <component>/internal/ and what
 # <component>/ itself may include.
 

@@ -3,7 +3,9 @@
 //
 // Vocabulary.  An IPI to a running CPU is a signal (SIGURG, reserved by
 // usmp, as Go reserves it) sent with pthread_kill to that CPU's OS thread; an
-// IPI to a parked CPU is a futex wake on its park word.  The hardclock is one
+// IPI to a parked CPU goes through the idle backend (runtime/internal/idle.h):
+// a message on the CPU's io_uring (interrupts/ring.cc), or a futex wake on
+// its park word when no ring could be set up.  The hardclock is one
 // OS thread that ticks `hz` times a second, keeps the coarse clock, and lets
 // the scheduler mark ended time slices, due timers and spare work.
 //
@@ -37,6 +39,7 @@
 #include <thread>
 
 #include "runtime/critical.h"
+#include "runtime/internal/idle.h"
 #include "runtime/internal/machine.h"
 #include "runtime/internal/seam.h"
 #include "runtime/panic.h"
@@ -160,6 +163,16 @@ preempt_handler(int, siginfo_t *, void *ucv) noexcept
 	td->td_critnest = crit + 1;
 	std::atomic_signal_fence(std::memory_order_seq_cst);
 	int owe = sched_ipi(pc, crit == 0 && spin == 0);
+	// Interrupts the hardclock saw waiting (the CPU was busy): deliver
+	// them now, unless the interrupted code disabled interrupts (a
+	// spinlock section) or is in a critical section, or this is the idle
+	// thread (its loop polls by itself, maybe from inside the backend).
+	if (crit == 0 && spin == 0 && !(td->td_flags & TDF_IDLETD)) {
+		const idle_backend *ib = idle_backend_current();
+		if (ib->ib_poll != nullptr && ib->ib_poll(pc) > 0 &&
+		    td->td_owepreempt != 0)
+			owe |= OWEPREEMPT_PRI;
+	}
 	std::atomic_signal_fence(std::memory_order_seq_cst);
 	td->td_critnest = crit;
 	if (owe == 0 || (td->td_flags & TDF_IDLETD)) {
@@ -201,6 +214,57 @@ futex_word(std::atomic<uint32_t> *w, int op, uint32_t val,
 	    nullptr, FUTEX_BITSET_MATCH_ANY);
 }
 
+// ---- The idle backend (runtime/internal/idle.h).  The futex backend
+// parks on the park word itself: FUTEX_WAIT compares the word atomically
+// with going to sleep, and a wait interrupted by the preemption signal
+// restarts and compares again (step 4 of the park protocol).
+
+void
+futex_wait(pcpu *, std::atomic<uint32_t> *word, uint32_t val,
+    uint64_t deadline_ns) noexcept
+{
+	if (deadline_ns == 0) {
+		futex_word(word, FUTEX_WAIT_PRIVATE, val, nullptr);
+		return;
+	}
+	struct timespec ts;
+	ts.tv_sec = static_cast<time_t>(deadline_ns / 1000000000ull);
+	ts.tv_nsec = static_cast<long>(deadline_ns % 1000000000ull);
+	futex_word(word, FUTEX_WAIT_BITSET_PRIVATE, val, &ts);
+}
+
+void
+futex_wake(pcpu *, std::atomic<uint32_t> *word) noexcept
+{
+	futex_word(word, FUTEX_WAKE_PRIVATE, 1, nullptr);
+}
+
+constexpr idle_backend futex_backend = {
+	.ib_name = "futex",
+	.ib_wait = futex_wait,
+	.ib_wake = futex_wake,
+	.ib_poll = nullptr,
+	.ib_pending = nullptr,
+};
+
+std::atomic<const idle_backend *> g_idle_backend{&futex_backend};
+
+// Once per tick: a busy CPU (not waiting in its backend) with interrupts
+// waiting gets the preemption signal, whose handler delivers them when the
+// interrupted code allows (else the next poll point does).
+void
+intr_pending_kick() noexcept
+{
+	const idle_backend *ib = idle_backend_current();
+	if (ib->ib_pending == nullptr)
+		return;
+	for (int c = 0; c < g_machine.ms_ncpus; c++) {
+		pcpu *pc = &g_machine.ms_pcpus[c];
+		if (ib->ib_pending(pc))
+			ipi_preempt(pc);
+	}
+}
+
 void
 hardclock_main() noexcept
 {
@@ -237,6 +301,7 @@ hardclock_main() noexcept
 		g_coarse_ns.store(now, std::memory_order_relaxed);
 		g_ticks.store(++t, std::memory_order_relaxed);
 		sched_hardclock(t);
+		intr_pending_kick();
 	}
 }
 
@@ -328,23 +393,37 @@ ipi_preempt(pcpu *pc) noexcept
 	pthread_kill(pc->pc_pthread, SIGPREEMPT);
 }
 
-void
-ipi_wake_word(std::atomic<uint32_t> *word) noexcept
+const idle_backend *
+idle_backend_current() noexcept
 {
-	futex_word(word, FUTEX_WAKE_PRIVATE, 1, nullptr);
+	return g_idle_backend.load(std::memory_order_acquire);
 }
 
 void
-cpu_park(std::atomic<uint32_t> *word, uint32_t val, uint64_t deadline_ns) noexcept
+idle_backend_install(const idle_backend *ib) noexcept
 {
-	if (deadline_ns == 0) {
-		futex_word(word, FUTEX_WAIT_PRIVATE, val, nullptr);
-		return;
-	}
-	struct timespec ts;
-	ts.tv_sec = static_cast<time_t>(deadline_ns / 1000000000ull);
-	ts.tv_nsec = static_cast<long>(deadline_ns % 1000000000ull);
-	futex_word(word, FUTEX_WAIT_BITSET_PRIVATE, val, &ts);
+	g_idle_backend.store(ib != nullptr ? ib : &futex_backend,
+	    std::memory_order_release);
+}
+
+void
+ipi_wake(pcpu *pc, std::atomic<uint32_t> *word) noexcept
+{
+	idle_backend_current()->ib_wake(pc, word);
+}
+
+void
+cpu_park(pcpu *pc, std::atomic<uint32_t> *word, uint32_t val,
+    uint64_t deadline_ns) noexcept
+{
+	idle_backend_current()->ib_wait(pc, word, val, deadline_ns);
+}
+
+int
+cpu_intr_poll(pcpu *pc) noexcept
+{
+	const idle_backend *ib = idle_backend_current();
+	return ib->ib_poll != nullptr ? ib->ib_poll(pc) : 0;
 }
 
 void

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "runtime/critical.h"
+#include "runtime/internal/idle.h"
 #include "runtime/internal/machine.h"
 #include "runtime/internal/seam.h"
 #include "runtime/machine.h"
@@ -82,9 +83,13 @@ cpu_main(pcpu *pc) noexcept
 	sigemptyset(&set);
 	sigaddset(&set, SIGURG);
 	pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+	intr_controller_hooks().mh_cpu_start(pc);
 	g_cpus_ready.fetch_add(1, std::memory_order_release);
 
 	sched_idle_loop(pc);
+	// Cancel and drain this CPU's interrupt sources (I/O in flight)
+	// while it is still a CPU: their handlers wake threads.
+	intr_controller_hooks().mh_cpu_stop(pc);
 
 	// The exit barrier (see above).
 	g_cpus_in_idle_exit.fetch_add(1, std::memory_order_acq_rel);
@@ -163,6 +168,9 @@ machine_boot(const machine_config &cfg) noexcept
 		pc->pc_curthread = pc->pc_idlethread;
 	}
 	sched_boot(cfg, ncpus);
+	// The interrupt controller (interrupts/ring.cc): one io_uring per
+	// CPU, and the idle backend that waits in it.
+	intr_controller_hooks().mh_boot(ncpus);
 
 	g_cpus_ready.store(0);
 	g_cpus_in_idle_exit.store(0);
@@ -201,6 +209,9 @@ machine_shutdown() noexcept
 	for (auto &t : g_cpu_threads)
 		t.join();
 	g_cpu_threads.clear();
+	// Every CPU drained its ring in mh_cpu_stop; now nothing can wake
+	// one (the hardclock is gone), so the rings can close.
+	intr_controller_hooks().mh_shutdown();
 
 	int live = 0;
 	for (int i = 0; i <= g_machine.ms_ncpus; i++) {

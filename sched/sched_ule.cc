@@ -222,7 +222,7 @@ void
 tdq_notify_send(tdq *q, notify_action a) noexcept
 {
 	if (a == NOTIFY_WAKE)
-		ipi_wake_word(&q->tdq_cpu_idle);
+		ipi_wake(q->tdq_pcpu, &q->tdq_cpu_idle);
 	else if (a == NOTIFY_IPI)
 		ipi_preempt(q->tdq_pcpu);
 }
@@ -581,7 +581,7 @@ sched_shutdown_kick(int cpu) noexcept
 {
 	tdq *q = tdq_of(cpu);
 	if (q->tdq_cpu_idle.exchange(0, std::memory_order_seq_cst) != 0)
-		ipi_wake_word(&q->tdq_cpu_idle);
+		ipi_wake(q->tdq_pcpu, &q->tdq_cpu_idle);
 }
 
 void
@@ -781,6 +781,12 @@ sched_idle_loop(pcpu *pc) noexcept
 			spin_start = 0;
 			continue;
 		}
+		// Interrupts first (I/O completions waiting in the CPU's
+		// ring): they may make threads runnable here.
+		if (cpu_intr_poll(pc) > 0) {
+			spin_start = 0;
+			continue;
+		}
 		uint64_t now = clock_ns();
 		if (q->tdq_next_timer.load(std::memory_order_acquire) <= now) {
 			spinlock_enter();
@@ -820,7 +826,7 @@ sched_idle_loop(pcpu *pc) noexcept
 		uint64_t trim = stack_trim_deadline();
 		if (trim < next)
 			next = trim;
-		cpu_park(&q->tdq_cpu_idle, 1, next == UINT64_MAX ? 0 : next);
+		cpu_park(pc, &q->tdq_cpu_idle, 1, next == UINT64_MAX ? 0 : next);
 		q->tdq_cpu_idle.store(0, std::memory_order_relaxed);
 		spin_start = 0;
 	}
@@ -856,7 +862,7 @@ sched_hardclock(uint64_t ticks) noexcept
 	// The balancer: a parked CPU while another has spare work.
 	if (parked != nullptr && busy != nullptr &&
 	    parked->tdq_cpu_idle.exchange(0, std::memory_order_seq_cst) != 0)
-		ipi_wake_word(&parked->tdq_cpu_idle);
+		ipi_wake(parked->tdq_pcpu, &parked->tdq_cpu_idle);
 }
 
 int

@@ -70,11 +70,18 @@ uint64_t coarse_ns() noexcept;
 
 // Send the preemption IPI to a CPU.
 void ipi_preempt(pcpu *pc) noexcept;
-// Wake a parked CPU (futex on *word, which the waker set to 0).
-void ipi_wake_word(std::atomic<uint32_t> *word) noexcept;
-// Park the calling CPU on *word while it holds `val`, at most until
-// deadline_ns (0: no deadline).
-void cpu_park(std::atomic<uint32_t> *word, uint32_t val, uint64_t deadline_ns) noexcept;
+// Wake CPU pc, parked on its park word *word, which the waker exchanged
+// from 1 to 0 (the park protocol: runtime/internal/idle.h).  Through the
+// idle backend: a futex wake, or a message on the CPU's ring.
+void ipi_wake(pcpu *pc, std::atomic<uint32_t> *word) noexcept;
+// Park the calling CPU pc on *word while it holds `val`, at most until
+// deadline_ns (0: no deadline): a futex wait, or a wait in the CPU's ring.
+void cpu_park(pcpu *pc, std::atomic<uint32_t> *word, uint32_t val,
+    uint64_t deadline_ns) noexcept;
+// Deliver the calling CPU's pending interrupts (I/O completions) from its
+// idle loop.  Returns how many ran (0 with the futex backend).
+// Context: the CPU's idle thread, outside spinlock sections.
+int cpu_intr_poll(pcpu *pc) noexcept;
 
 // True once machine_shutdown() has begun.
 extern std::atomic<bool> g_machine_stopping;

@@ -1,0 +1,624 @@
+// The interrupt controller: one io_uring per CPU, the idle backend that
+// waits in it, IPIs as ring messages, completions delivered as interrupts.
+// The only file of usmp that includes <liburing.h>.
+//
+// Vocabulary.  A CPU's ring (ring_cpu) is an io_uring created at boot by the
+// booting thread and used only by that CPU's OS thread afterwards: every
+// submission queue (SQ) entry is written by the CPU itself, inside a
+// spinlock section, so neither another CPU nor the CPU's own preemption
+// signal handler can interleave with a half-written SQ.  Completion queue
+// (CQ) entries carry a tag in user_data: a ring_op pointer (the request's
+// handler runs), or one of the RU_* values below (controller traffic).
+//
+// The problem.  An idle CPU must sleep in the kernel, and wake for three
+// reasons: its next timer, an IPI (work was queued for it), and the
+// completion of I/O that its threads submitted.  With a futex park the third
+// needs a second mechanism (an eventfd per ring, polled, or a helper
+// thread); waiting in the ring serves all three with one system call, and
+// completions are taken on the CPU that submitted the request, where the
+// waiting thread's cache is.
+//
+// Approaches rejected.  One shared ring (or an epoll thread) for the whole
+// machine: a lock on every submission, and a hop to another OS thread for
+// every completion.  Waking a parked CPU by signal: io_uring_enter would
+// return EINTR, but the signal costs more than a message, and a parked
+// thread that blocks the signal would never see it.  IORING_SETUP_
+// DEFER_TASKRUN: completions would only be produced when the CPU enters the
+// ring, so a busy CPU could not see them by looking at its CQ each tick.
+//
+// The protocol.
+//  1. Park (ring_wait, the idle backend's ib_wait).  The idle loop has stored
+//     1 in its park word and found no work (runtime/internal/idle.h).  Block
+//     the preemption signal, re-read the word, and only if it still holds 1
+//     wait in io_uring_enter(GETEVENTS, min_complete 1, timeout = the
+//     deadline, sigmask = the old mask minus the signal): the kernel
+//     unblocks the signal only for the wait, so a signal that came after the
+//     re-read is taken inside the wait and ends it (pselect's protocol; the
+//     handler's store of 0 in the word is thereby never missed).
+//  2. Wake (ring_wake, ib_wake).  The waker exchanged the word 1 -> 0.  From
+//     a CPU, it submits IORING_OP_MSG_RING on its own ring, targeted at the
+//     parked CPU's ring: the kernel posts a CQE (RU_WAKE) there, which ends
+//     the wait, or, if the CPU has not entered it yet, makes it return at
+//     once: a posted CQE is remembered, as a futex word is.  The message's
+//     own CQE is skipped on success; a failure comes back as RU_MSG_FAILED
+//     with the target CPU, and the eventfd is used instead.  From a thread
+//     that is no CPU (the hardclock, a foreign OS thread, shutdown), or
+//     without MSG_RING: write 1 to the target's eventfd, on which the target
+//     ring always has a read pending (RU_EVENTFD, re-armed by the CPU when
+//     its completion is delivered).
+//  3. Deliver (ring_drain).  On the CPU, inside a spinlock section, take one
+//     CQE at a time (mark it seen, then act: a handler may submit, e.g. an
+//     IPI message, and may thereby add CQEs, which the loop then takes).
+//     For a ring_op: the in-flight count drops and the handler runs.
+//  4. Busy CPUs.  The hardclock asks ring_pending() each tick: completions
+//     waiting on a CPU that is not in its ring wait get the preemption
+//     signal, whose handler calls ring_poll_backend() when the interrupted
+//     code is outside critical and spinlock sections.  Submissions drain too.
+//  5. Shutdown.  After its idle loop returns, each CPU cancels everything on
+//     its ring (IORING_ASYNC_CANCEL_ANY) and drains until no request is in
+//     flight, so no kernel write lands in memory after the machine is gone
+//     (handlers still run: threads waiting for I/O are woken, and stay on
+//     their queues like every thread left behind at shutdown).  The rings
+//     close only once every CPU's OS thread has ended: until then another
+//     CPU's drain may still send a wake message to any ring.
+#include <liburing.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "interrupts/ring.h"
+#include "runtime/critical.h"
+#include "runtime/internal/idle.h"
+#include "runtime/machine.h"
+#include "runtime/panic.h"
+#include "runtime/pcpu.h"
+#include "runtime/thread.h"
+
+namespace usmp {
+
+namespace {
+
+// Tags in user_data (ring_op pointers are 8-aligned, so a tag never is one).
+enum : uint64_t {
+	RU_IGNORE = 1,     // link timeouts, cancels: nothing to do
+	RU_WAKE = 2,       // an IPI message arrived
+	RU_EVENTFD = 3,    // the eventfd read completed (an IPI)
+	RU_MSG_FAILED = 4, // (cpu << 3) | 4: an IPI message could not be sent
+	RU_TAG_MASK = 7,
+};
+
+constexpr unsigned RING_SQ_ENTRIES = 256;
+constexpr unsigned RING_CQ_ENTRIES = 4096;
+
+// Locking key: (c) constant between boot and shutdown; (k) only the CPU's
+// OS thread, inside a spinlock section; (a) atomic, relaxed (counters and
+// the hardclock's racy look).
+struct alignas(64) ring_cpu {
+	io_uring rc_ring;                       // (c) SQ: (k); CQ: (k)
+	int rc_efd = -1;                        // (c) IPIs from non-CPUs
+	uint64_t rc_efd_buf = 0;                // (k) the eventfd read's buffer
+	bool rc_efd_armed = false;              // (k) a read is pending
+	bool rc_stopping = false;               // (k) mh_cpu_stop began
+	std::atomic<uint32_t> rc_waiting{0};    // (a) 1 inside ring_wait's enter
+	std::atomic<int64_t> rc_inflight{0};    // (a, written k) ring_ops pending
+	std::atomic<uint64_t> rc_waits{0};
+	std::atomic<uint64_t> rc_wakeups{0};
+	std::atomic<uint64_t> rc_msg_sent{0};
+	std::atomic<uint64_t> rc_eventfd_sent{0};
+	std::atomic<uint64_t> rc_completions{0};
+	std::atomic<uint64_t> rc_submitted{0};
+};
+
+ring_cpu *g_rc = nullptr; // [g_nrc], (c)
+int g_nrc = 0;
+bool g_msg_ring = false; // (c) IORING_OP_MSG_RING supported
+
+inline void
+bump(std::atomic<uint64_t> &c) noexcept
+{
+	c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+// The ring of the calling CPU, or null (foreign OS thread, no rings).
+ring_cpu *
+ring_self() noexcept
+{
+	if (g_rc == nullptr)
+		return nullptr;
+	pcpu *pc = curpcpu();
+	if (pc == nullptr || pc->pc_cpuid < 0 || pc->pc_cpuid >= g_nrc)
+		return nullptr;
+	return &g_rc[pc->pc_cpuid];
+}
+
+// An SQE of rc, submitting what is queued if the SQ is full.  Requires a
+// spinlock section on rc's CPU.
+io_uring_sqe *
+ring_sqe(ring_cpu *rc, unsigned need) noexcept
+{
+	if (io_uring_sq_space_left(&rc->rc_ring) < need)
+		io_uring_submit(&rc->rc_ring);
+	if (io_uring_sq_space_left(&rc->rc_ring) < need)
+		return nullptr;
+	return io_uring_get_sqe(&rc->rc_ring);
+}
+
+// Keep a read pending on the eventfd (step 2).  Requires a spinlock section.
+void
+ring_arm_eventfd(ring_cpu *rc) noexcept
+{
+	if (rc->rc_efd_armed || rc->rc_stopping)
+		return;
+	io_uring_sqe *sqe = ring_sqe(rc, 1);
+	if (sqe == nullptr)
+		return; // the next drain tries again
+	io_uring_prep_read(sqe, rc->rc_efd, &rc->rc_efd_buf, sizeof(rc->rc_efd_buf), 0);
+	io_uring_sqe_set_data64(sqe, RU_EVENTFD);
+	rc->rc_efd_armed = true;
+	io_uring_submit(&rc->rc_ring);
+}
+
+void
+eventfd_kick(ring_cpu *target) noexcept
+{
+	bump(target->rc_eventfd_sent);
+	uint64_t one = 1;
+	// EAGAIN (the counter is at its maximum) still leaves it readable.
+	ssize_t r = ::write(target->rc_efd, &one, sizeof(one));
+	(void)r;
+}
+
+// Step 3.  Requires nothing; enters its own spinlock section.
+int
+ring_drain(ring_cpu *rc) noexcept
+{
+	int n = 0;
+	spinlock_enter();
+	for (;;) {
+		io_uring_cqe *cqe = nullptr;
+		if (io_uring_cq_ready(&rc->rc_ring) == 0) {
+			// Completions the kernel had no room for wait in its
+			// overflow list until we ask for them.
+			if (!io_uring_cq_has_overflow(&rc->rc_ring))
+				break;
+			io_uring_get_events(&rc->rc_ring);
+			if (io_uring_cq_ready(&rc->rc_ring) == 0)
+				break;
+		}
+		if (io_uring_peek_cqe(&rc->rc_ring, &cqe) != 0 || cqe == nullptr)
+			break;
+		uint64_t ud = io_uring_cqe_get_data64(cqe);
+		int32_t res = cqe->res;
+		uint32_t flags = cqe->flags;
+		io_uring_cqe_seen(&rc->rc_ring, cqe);
+		switch (ud & RU_TAG_MASK) {
+		case 0: {
+			auto *op = reinterpret_cast<ring_op *>(ud);
+			rc->rc_inflight.fetch_sub(1, std::memory_order_relaxed);
+			bump(rc->rc_completions);
+			n++;
+			op->ro_handler(op, res, flags);
+			break;
+		}
+		case RU_WAKE:
+			bump(rc->rc_wakeups);
+			n++;
+			break;
+		case RU_EVENTFD:
+			rc->rc_efd_armed = false;
+			if (res > 0) {
+				bump(rc->rc_wakeups);
+				n++;
+			}
+			break;
+		case RU_MSG_FAILED: {
+			int cpu = static_cast<int>(ud >> 3);
+			if (cpu >= 0 && cpu < g_nrc)
+				eventfd_kick(&g_rc[cpu]);
+			break;
+		}
+		default:
+			break;
+		}
+	}
+	ring_arm_eventfd(rc);
+	spinlock_exit();
+	return n;
+}
+
+// ---- The idle backend (runtime/internal/idle.h).
+
+void
+ring_wait(pcpu *pc, std::atomic<uint32_t> *word, uint32_t val,
+    uint64_t deadline_ns) noexcept
+{
+	ring_cpu *rc = &g_rc[pc->pc_cpuid];
+	sigset_t block, old;
+	sigemptyset(&block);
+	sigaddset(&block, SIGURG);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	if (word->load(std::memory_order_seq_cst) == val) {
+		sigset_t waitmask = old;
+		sigdelset(&waitmask, SIGURG);
+		__kernel_timespec ts{};
+		__kernel_timespec *tsp = nullptr;
+		bool wait = true;
+		if (deadline_ns != 0) {
+			uint64_t now = clock_ns();
+			if (deadline_ns <= now) {
+				wait = false;
+			} else {
+				uint64_t d = deadline_ns - now;
+				ts.tv_sec = static_cast<long long>(d / 1000000000ull);
+				ts.tv_nsec = static_cast<long long>(d % 1000000000ull);
+				tsp = &ts;
+			}
+		}
+		if (wait) {
+			bump(rc->rc_waits);
+			rc->rc_waiting.store(1, std::memory_order_relaxed);
+			io_uring_cqe *cqe = nullptr;
+			// Returns with a CQE ready, or -ETIME, or -EINTR
+			// (the signal, step 1).  The CQE is not consumed
+			// here: ring_drain takes it.
+			io_uring_wait_cqes(&rc->rc_ring, &cqe, 1, tsp, &waitmask);
+			rc->rc_waiting.store(0, std::memory_order_relaxed);
+		}
+	}
+	pthread_sigmask(SIG_SETMASK, &old, nullptr);
+	ring_drain(rc);
+}
+
+void
+ring_wake(pcpu *target, std::atomic<uint32_t> *) noexcept
+{
+	ring_cpu *trc = &g_rc[target->pc_cpuid];
+	ring_cpu *me = ring_self();
+	if (g_msg_ring && me != nullptr && me != trc) {
+		spinlock_enter();
+		if (!me->rc_stopping) {
+			io_uring_sqe *sqe = ring_sqe(me, 1);
+			if (sqe != nullptr) {
+				io_uring_prep_msg_ring(sqe, trc->rc_ring.ring_fd, 0,
+				    RU_WAKE, 0);
+				sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+				io_uring_sqe_set_data64(sqe,
+				    (static_cast<uint64_t>(target->pc_cpuid) << 3) |
+					RU_MSG_FAILED);
+				bump(me->rc_msg_sent);
+				io_uring_submit(&me->rc_ring);
+				spinlock_exit();
+				return;
+			}
+		}
+		spinlock_exit();
+	}
+	eventfd_kick(trc);
+}
+
+int
+ring_poll_backend(pcpu *pc) noexcept
+{
+	ring_cpu *rc = &g_rc[pc->pc_cpuid];
+	if (io_uring_cq_ready(&rc->rc_ring) == 0 &&
+	    !io_uring_cq_has_overflow(&rc->rc_ring))
+		return 0;
+	return ring_drain(rc);
+}
+
+bool
+ring_pending(pcpu *pc) noexcept
+{
+	ring_cpu *rc = &g_rc[pc->pc_cpuid];
+	return rc->rc_waiting.load(std::memory_order_relaxed) == 0 &&
+	    (io_uring_cq_ready(&rc->rc_ring) != 0 ||
+		io_uring_cq_has_overflow(&rc->rc_ring));
+}
+
+constexpr idle_backend ring_backend = {
+	.ib_name = "io_uring",
+	.ib_wait = ring_wait,
+	.ib_wake = ring_wake,
+	.ib_poll = ring_poll_backend,
+	.ib_pending = ring_pending,
+};
+
+// ---- Machine hooks.
+
+void
+rings_free(int n) noexcept
+{
+	for (int c = 0; c < n; c++) {
+		io_uring_queue_exit(&g_rc[c].rc_ring);
+		if (g_rc[c].rc_efd >= 0)
+			::close(g_rc[c].rc_efd);
+	}
+	// ring_cpu is trivially destructible (PODs and lock-free atomics).
+	::operator delete[](g_rc, std::align_val_t(64));
+	g_rc = nullptr;
+	g_nrc = 0;
+}
+
+void
+hook_boot(int ncpus) noexcept
+{
+	idle_backend_install(nullptr);
+	const char *env = std::getenv("USMP_IDLE_BACKEND");
+	if (env != nullptr && std::strcmp(env, "futex") == 0)
+		return;
+	void *mem = ::operator new[](sizeof(ring_cpu) * ncpus, std::align_val_t(64),
+	    std::nothrow);
+	if (mem == nullptr)
+		return;
+	g_rc = static_cast<ring_cpu *>(mem);
+	for (int c = 0; c < ncpus; c++)
+		new (&g_rc[c]) ring_cpu;
+	int made = 0;
+	const char *why = nullptr;
+	int err = 0;
+	for (; made < ncpus; made++) {
+		ring_cpu *rc = &g_rc[made];
+		io_uring_params p{};
+		p.flags = IORING_SETUP_CQSIZE;
+		p.cq_entries = RING_CQ_ENTRIES;
+		int r = io_uring_queue_init_params(RING_SQ_ENTRIES, &rc->rc_ring, &p);
+		if (r < 0) {
+			why = "io_uring_setup";
+			err = -r;
+			break;
+		}
+		if (!(p.features & IORING_FEAT_EXT_ARG) ||
+		    !(p.features & IORING_FEAT_NODROP)) {
+			io_uring_queue_exit(&rc->rc_ring);
+			why = "kernel lacks IORING_FEAT_EXT_ARG/NODROP (Linux 5.11)";
+			break;
+		}
+		rc->rc_efd = eventfd(0, EFD_CLOEXEC);
+		if (rc->rc_efd < 0) {
+			io_uring_queue_exit(&rc->rc_ring);
+			why = "eventfd";
+			err = errno;
+			break;
+		}
+	}
+	if (made < ncpus) {
+		static std::atomic<bool> said{false};
+		if (!said.exchange(true))
+			printf_diag("usmp: no io_uring interrupt controller (%s%s%s): "
+			    "idle CPUs park on futexes, I/O calls are plain system calls",
+			    why, err != 0 ? ": " : "", err != 0 ? std::strerror(err) : "");
+		g_nrc = made;
+		rings_free(made);
+		return;
+	}
+	g_nrc = ncpus;
+	g_msg_ring = false;
+	if (io_uring_probe *probe = io_uring_get_probe_ring(&g_rc[0].rc_ring)) {
+		g_msg_ring = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+		io_uring_free_probe(probe);
+	}
+	idle_backend_install(&ring_backend);
+}
+
+void
+hook_cpu_start(pcpu *pc) noexcept
+{
+	if (g_rc == nullptr)
+		return;
+	spinlock_enter();
+	ring_arm_eventfd(&g_rc[pc->pc_cpuid]);
+	spinlock_exit();
+}
+
+void
+hook_cpu_stop(pcpu *pc) noexcept
+{
+	if (g_rc == nullptr)
+		return;
+	ring_cpu *rc = &g_rc[pc->pc_cpuid];
+	spinlock_enter();
+	rc->rc_stopping = true;
+	io_uring_sqe *sqe = ring_sqe(rc, 1);
+	if (sqe != nullptr) {
+		io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+		io_uring_sqe_set_data64(sqe, RU_IGNORE);
+		io_uring_submit(&rc->rc_ring);
+	}
+	spinlock_exit();
+	// Wait for every request's completion (cancelled, or finished: a
+	// regular-file read in an io-wq worker cannot be interrupted), and for
+	// the eventfd read's.  Bounded: a request the kernel never completes
+	// is reported rather than hanging the shutdown.
+	uint64_t give_up = clock_ns() + 10000000000ull;
+	for (;;) {
+		ring_drain(rc);
+		if (rc->rc_inflight.load(std::memory_order_relaxed) == 0 &&
+		    !rc->rc_efd_armed)
+			break;
+		if (clock_ns() > give_up) {
+			printf_diag("machine_shutdown(): cpu%d: %lld I/O request%s "
+			    "still in flight after 10 s; its ring is closed anyway",
+			    pc->pc_cpuid,
+			    static_cast<long long>(rc->rc_inflight.load()),
+			    rc->rc_inflight.load() == 1 ? "" : "s");
+			break;
+		}
+		__kernel_timespec ts{.tv_sec = 0, .tv_nsec = 100000000};
+		io_uring_cqe *cqe = nullptr;
+		io_uring_wait_cqe_timeout(&rc->rc_ring, &cqe, &ts);
+	}
+}
+
+void
+hook_shutdown() noexcept
+{
+	idle_backend_install(nullptr);
+	if (g_rc != nullptr)
+		rings_free(g_nrc);
+	g_msg_ring = false;
+}
+
+constexpr machine_hooks ring_hooks = {
+	.mh_boot = hook_boot,
+	.mh_cpu_start = hook_cpu_start,
+	.mh_cpu_stop = hook_cpu_stop,
+	.mh_shutdown = hook_shutdown,
+};
+
+} // namespace
+
+const machine_hooks &
+intr_controller_hooks() noexcept
+{
+	return ring_hooks;
+}
+
+bool
+ring_enabled() noexcept
+{
+	return g_rc != nullptr && machine_running();
+}
+
+bool
+ring_has_msg_ring() noexcept
+{
+	return g_rc != nullptr && g_msg_ring;
+}
+
+int
+ring_submit(const ring_req &rq, ring_op *op) noexcept
+{
+	ring_cpu *rc = ring_self();
+	if (rc == nullptr)
+		return -ENXIO;
+	thread *td = curthread();
+	if (td->td_spinlock_count == 0)
+		panic("ring_submit() by thread \"%s\" outside a spinlock section",
+		    td->td_name);
+	if (rc->rc_stopping)
+		return -EBUSY;
+	io_uring_sqe *sqe = ring_sqe(rc, rq.rq_timeout_ns != 0 ? 2 : 1);
+	if (sqe == nullptr)
+		return -EAGAIN;
+	__kernel_timespec ts{};
+	switch (rq.rq_op) {
+	case ring_opcode::nop:
+		io_uring_prep_nop(sqe);
+		break;
+	case ring_opcode::read:
+		io_uring_prep_read(sqe, rq.rq_fd, rq.rq_buf, rq.rq_len, rq.rq_off);
+		break;
+	case ring_opcode::write:
+		io_uring_prep_write(sqe, rq.rq_fd, rq.rq_buf, rq.rq_len, rq.rq_off);
+		break;
+	case ring_opcode::readv:
+		io_uring_prep_readv(sqe, rq.rq_fd, static_cast<const iovec *>(rq.rq_buf),
+		    rq.rq_len, rq.rq_off);
+		break;
+	case ring_opcode::writev:
+		io_uring_prep_writev(sqe, rq.rq_fd, static_cast<const iovec *>(rq.rq_buf),
+		    rq.rq_len, rq.rq_off);
+		break;
+	case ring_opcode::recv:
+		io_uring_prep_recv(sqe, rq.rq_fd, rq.rq_buf, rq.rq_len, rq.rq_flags);
+		break;
+	case ring_opcode::send:
+		io_uring_prep_send(sqe, rq.rq_fd, rq.rq_buf, rq.rq_len, rq.rq_flags);
+		break;
+	case ring_opcode::accept:
+		io_uring_prep_accept(sqe, rq.rq_fd, static_cast<sockaddr *>(rq.rq_buf),
+		    static_cast<socklen_t *>(rq.rq_addrlen), rq.rq_flags);
+		break;
+	case ring_opcode::connect:
+		io_uring_prep_connect(sqe, rq.rq_fd, static_cast<const sockaddr *>(rq.rq_buf),
+		    rq.rq_len);
+		break;
+	case ring_opcode::close:
+		io_uring_prep_close(sqe, rq.rq_fd);
+		break;
+	case ring_opcode::fsync:
+		io_uring_prep_fsync(sqe, rq.rq_fd, static_cast<unsigned>(rq.rq_flags));
+		break;
+	case ring_opcode::poll:
+		io_uring_prep_poll_add(sqe, rq.rq_fd, rq.rq_len);
+		break;
+	case ring_opcode::timeout:
+		ts.tv_sec = static_cast<long long>(rq.rq_off / 1000000000ull);
+		ts.tv_nsec = static_cast<long long>(rq.rq_off % 1000000000ull);
+		// The kernel copies the timespec at submission (below).
+		io_uring_prep_timeout(sqe, &ts, 0, 0);
+		break;
+	}
+	io_uring_sqe_set_data(sqe, op);
+	__kernel_timespec lts{};
+	if (rq.rq_timeout_ns != 0) {
+		sqe->flags |= IOSQE_IO_LINK;
+		io_uring_sqe *lsqe = io_uring_get_sqe(&rc->rc_ring);
+		lts.tv_sec = static_cast<long long>(rq.rq_timeout_ns / 1000000000ull);
+		lts.tv_nsec = static_cast<long long>(rq.rq_timeout_ns % 1000000000ull);
+		io_uring_prep_link_timeout(lsqe, &lts, 0);
+		io_uring_sqe_set_data64(lsqe, RU_IGNORE);
+	}
+	rc->rc_inflight.fetch_add(1, std::memory_order_relaxed);
+	bump(rc->rc_submitted);
+	// The SQEs now belong to the kernel even if io_uring_enter fails (a
+	// later enter submits them), so the request is in flight either way.
+	io_uring_submit(&rc->rc_ring);
+	ring_drain(rc);
+	return static_cast<int>(rc - g_rc);
+}
+
+int
+ring_cancel(ring_op *op) noexcept
+{
+	ring_cpu *rc = ring_self();
+	if (rc == nullptr)
+		return -ENXIO;
+	io_uring_sqe *sqe = ring_sqe(rc, 1);
+	if (sqe == nullptr)
+		return -EAGAIN;
+	io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(op), 0);
+	io_uring_sqe_set_data64(sqe, RU_IGNORE);
+	io_uring_submit(&rc->rc_ring);
+	return 0;
+}
+
+int
+ring_poll() noexcept
+{
+	ring_cpu *rc = ring_self();
+	if (rc == nullptr)
+		return 0;
+	return ring_drain(rc);
+}
+
+ring_stats
+ring_get_stats(int cpu) noexcept
+{
+	ring_stats s;
+	if (g_rc == nullptr || cpu < 0 || cpu >= g_nrc)
+		return s;
+	ring_cpu *rc = &g_rc[cpu];
+	s.rs_waits = rc->rc_waits.load(std::memory_order_relaxed);
+	s.rs_wakeups = rc->rc_wakeups.load(std::memory_order_relaxed);
+	s.rs_msg_sent = rc->rc_msg_sent.load(std::memory_order_relaxed);
+	s.rs_eventfd_sent = rc->rc_eventfd_sent.load(std::memory_order_relaxed);
+	s.rs_completions = rc->rc_completions.load(std::memory_order_relaxed);
+	s.rs_submitted = rc->rc_submitted.load(std::memory_order_relaxed);
+	s.rs_inflight = rc->rc_inflight.load(std::memory_order_relaxed);
+	s.rs_waiting = rc->rc_waiting.load(std::memory_order_relaxed) != 0;
+	return s;
+}
+
+} // namespace usmp

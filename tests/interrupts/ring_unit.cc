@@ -1,0 +1,193 @@
+// The io_uring interrupt controller (interrupts/ring.h): idle CPUs wait in
+// their ring, IPIs are ring messages or eventfd writes, completions run
+// their handlers in interrupt context on the submitting CPU, and the rings
+// come and go with the machine.
+#include <catch2/catch.hpp>
+
+#include <dirent.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <chrono>
+
+#include "interrupts/io.h"
+#include "interrupts/ring.h"
+#include "runtime/critical.h"
+#include "runtime/machine.h"
+#include "runtime/thread.h"
+#include "sched/sched.h"
+#include "support/machine.h"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+int
+open_fds()
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/fd");
+	REQUIRE(d != nullptr);
+	while (readdir(d) != nullptr)
+		n++;
+	closedir(d);
+	return n;
+}
+
+// Wait (without asserting on time) until pred() holds or 10 s passed.
+template <class P>
+bool
+eventually(P pred)
+{
+	for (int i = 0; i < 10000; i++) {
+		if (pred())
+			return true;
+		usmp::thread_sleep(1ms);
+	}
+	return pred();
+}
+
+struct counting_op : usmp::ring_op {
+	std::atomic<int> ran{0};
+	int cpu = -1;
+	int spin_depth = -1;
+	int32_t res = 0;
+};
+
+void
+counting_handler(usmp::ring_op *op, int32_t res, uint32_t) noexcept
+{
+	auto *c = static_cast<counting_op *>(op);
+	c->cpu = usmp::curcpu();
+	c->spin_depth = usmp::curthread()->td_spinlock_count;
+	c->res = res;
+	c->ran.fetch_add(1, std::memory_order_release);
+}
+
+} // namespace
+
+TEST_CASE("every CPU has a ring, and idle CPUs wait in it", "[unit]")
+{
+	for (int n : {1, 2, 8}) {
+		usmp::test::machine m(n);
+		REQUIRE(usmp::ring_enabled());
+		m.run([n] {
+			// Sleeping lets every CPU, this one too, go idle.
+			for (int c = 0; c < n; c++)
+				CHECK(eventually([c] {
+					return usmp::ring_get_stats(c).rs_waits > 0;
+				}));
+		});
+	}
+}
+
+TEST_CASE("a wakeup of a CPU waiting in its ring is a ring message", "[unit]")
+{
+	usmp::test::machine m(2);
+	m.run([] {
+		REQUIRE(usmp::sched_bind(0) == 0);
+		auto before1 = usmp::ring_get_stats(1);
+		auto before0 = usmp::ring_get_stats(0);
+		(void)before1;
+		std::atomic<int> ran{0};
+		for (int i = 0; i < 50; i++) {
+			// Let cpu1 park in its ring, then give it a thread: the
+			// creation queues it there and must wake cpu1.
+			CHECK(eventually([&] {
+				return usmp::ring_get_stats(1).rs_waiting;
+			}));
+			usmp::thread *td;
+			usmp::thread_attr a;
+			a.cpu = 1;
+			REQUIRE(usmp::thread_create(&td, a, [&] {
+				CHECK(usmp::curcpu() == 1);
+				ran.fetch_add(1);
+			}) == 0);
+			REQUIRE(usmp::thread_join(td) == 0);
+		}
+		CHECK(ran.load() == 50);
+		auto after1 = usmp::ring_get_stats(1);
+		auto after0 = usmp::ring_get_stats(0);
+		CHECK(after1.rs_wakeups >= before1.rs_wakeups + 50);
+		if (usmp::ring_has_msg_ring())
+			CHECK(after0.rs_msg_sent > before0.rs_msg_sent);
+		usmp::sched_unbind();
+	});
+}
+
+TEST_CASE("a completion runs its handler in interrupt context on the submitting CPU",
+    "[unit]")
+{
+	usmp::test::machine m(2);
+	m.run([] {
+		usmp::sched_pin();
+		int me = usmp::curcpu();
+		counting_op op;
+		op.ro_handler = counting_handler;
+		usmp::ring_req rq;
+		rq.rq_op = usmp::ring_opcode::nop;
+		usmp::spinlock_enter();
+		int cpu = usmp::ring_submit(rq, &op);
+		usmp::spinlock_exit();
+		REQUIRE(cpu == me);
+		CHECK(eventually([&] {
+			usmp::ring_poll();
+			return op.ran.load(std::memory_order_acquire) != 0;
+		}));
+		CHECK(op.ran.load() == 1);
+		CHECK(op.cpu == me);
+		CHECK(op.spin_depth > 0);
+		CHECK(op.res == 0);
+		usmp::sched_unpin();
+	});
+}
+
+TEST_CASE("a timeout on the ring completes from the idle CPU's wait", "[unit]")
+{
+	usmp::test::machine m(1);
+	m.run([] {
+		auto before = usmp::ring_get_stats(0);
+		// Nothing else runs: the CPU waits in its ring until the
+		// timeout's completion ends the wait.
+		CHECK(usmp::io::sleep(5ms) == 0);
+		auto after = usmp::ring_get_stats(0);
+		CHECK(after.rs_completions > before.rs_completions);
+		CHECK(after.rs_waits > before.rs_waits);
+	});
+}
+
+TEST_CASE("rings close at shutdown: no descriptor is left open", "[unit]")
+{
+	int before = open_fds();
+	for (int i = 0; i < 3; i++)
+		for (int n : {1, 2, 8}) {
+			usmp::test::machine m(n);
+			m.run([] { CHECK(usmp::io::sleep(1ms) == 0); });
+		}
+	CHECK(open_fds() == before);
+}
+
+TEST_CASE("USMP_IDLE_BACKEND=futex keeps the futex park and plain system calls",
+    "[unit]")
+{
+	setenv("USMP_IDLE_BACKEND", "futex", 1);
+	{
+		usmp::test::machine m(2);
+		CHECK_FALSE(usmp::ring_enabled());
+		m.run([] {
+			int p[2];
+			REQUIRE(pipe(p) == 0);
+			CHECK(usmp::io::write(p[1], "x", 1) == 1);
+			char c = 0;
+			CHECK(usmp::io::read(p[0], &c, 1) == 1);
+			CHECK(c == 'x');
+			CHECK(usmp::io::sleep(1ms) == 0);
+			::close(p[0]);
+			::close(p[1]);
+		});
+		CHECK(usmp::ring_get_stats(0).rs_waits == 0);
+	}
+	unsetenv("USMP_IDLE_BACKEND");
+	usmp::test::machine m(1);
+	CHECK(usmp::ring_enabled());
+}
