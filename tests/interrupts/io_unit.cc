@@ -308,10 +308,15 @@ TEST_CASE("interrupts racing completions: no byte is lost or read twice", "[unit
 			constexpr int ROUNDS = 300;
 			long read_bytes = 0, eintr = 0;
 			usmp::thread *td;
-			std::atomic<int> round{0};
+			// Lockstep: round i's byte and interrupt are sent while the
+			// reader is in its round i; the reader stays alive until the
+			// last interrupt was sent (thread_interrupt() needs a live
+			// thread).
+			std::atomic<int> started{0}, finished{0};
+			std::atomic<bool> sender_done{false};
 			REQUIRE(usmp::thread_create(&td, {.name = "reader"}, [&] {
 				for (int i = 0; i < ROUNDS; i++) {
-					round.store(i + 1);
+					started.store(i + 1);
 					char c;
 					ssize_t r = io::read(p.r, &c, 1);
 					if (r == 1)
@@ -319,16 +324,22 @@ TEST_CASE("interrupts racing completions: no byte is lost or read twice", "[unit
 					else if (r == -1 && errno == EINTR)
 						eintr++;
 					usmp::thread_interrupt_clear();
+					finished.store(i + 1);
 				}
+				while (!sender_done.load())
+					usmp::thread_yield();
 			}) == 0);
 			for (int i = 0; i < ROUNDS; i++) {
-				while (round.load() <= i)
+				while (started.load() <= i)
 					usmp::thread_yield();
 				// Race: the byte and the interrupt at about the
 				// same time.
 				CHECK(io::write(p.w, "b", 1) == 1);
 				usmp::thread_interrupt(td);
+				while (finished.load() <= i)
+					usmp::thread_yield();
 			}
+			sender_done.store(true);
 			REQUIRE(usmp::thread_join(td) == 0);
 			CHECK(read_bytes + eintr == ROUNDS);
 			// What was not read is still in the pipe.
