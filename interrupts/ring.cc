@@ -271,13 +271,16 @@ ring_wait(pcpu *pc, std::atomic<uint32_t> *word, uint32_t val,
 			io_uring_cqe *cqe = nullptr;
 			// Returns with a CQE ready, or -ETIME, or -EINTR
 			// (the signal, step 1).  The CQE is not consumed
-			// here: ring_drain takes it.
+			// here: the idle loop's poll takes it.
 			io_uring_wait_cqes(&rc->rc_ring, &cqe, 1, tsp, &waitmask);
 			rc->rc_waiting.store(0, std::memory_order_relaxed);
 		}
 	}
 	pthread_sigmask(SIG_SETMASK, &old, nullptr);
-	ring_drain(rc);
+	// The CQEs are left for the idle loop's poll (ring_poll_backend), once
+	// it has reset its park word: a handler that wakes a thread here makes
+	// the idle thread switch, and a CPU that runs threads must not look
+	// parked (the hardclock skips parked CPUs' slices and timers).
 }
 
 void

@@ -19,6 +19,7 @@
 
 #include "interrupts/io.h"
 #include "interrupts/ring.h"
+#include "runtime/critical.h"
 #include "runtime/machine.h"
 #include "runtime/thread.h"
 #include "sched/sched.h"
@@ -440,4 +441,58 @@ TEST_CASE("shutdown with reads in flight cancels and drains them", "[unit]")
 	INFO(r.describe());
 	CHECK(r.exited_with(0));
 	CHECK(r.contains("green threads still alive"));
+}
+
+TEST_CASE("an interrupted io::sleep and io::accept return EINTR", "[unit]")
+{
+	usmp::test::machine m(2);
+	m.run([] {
+		int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		REQUIRE(ls >= 0);
+		sockaddr_in a{};
+		a.sin_family = AF_INET;
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		REQUIRE(bind(ls, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0);
+		REQUIRE(listen(ls, 4) == 0);
+		int slept = 0, accepted = 0, e1 = 0, e2 = 0;
+		usmp::thread *t1, *t2;
+		REQUIRE(usmp::thread_create(&t1, {.name = "sleeper"}, [&] {
+			slept = io::sleep(1h);
+			e1 = errno;
+			usmp::thread_interrupt_clear();
+		}) == 0);
+		REQUIRE(usmp::thread_create(&t2, {.name = "acceptor"}, [&] {
+			accepted = io::accept(ls, nullptr, nullptr);
+			e2 = errno;
+			usmp::thread_interrupt_clear();
+		}) == 0);
+		wait_sleeping(t1);
+		wait_sleeping(t2);
+		usmp::thread_interrupt(t1);
+		usmp::thread_interrupt(t2);
+		REQUIRE(usmp::thread_join(t1) == 0);
+		REQUIRE(usmp::thread_join(t2) == 0);
+		CHECK(slept == -1);
+		CHECK(e1 == EINTR);
+		CHECK(accepted == -1);
+		CHECK(e2 == EINTR);
+		::close(ls);
+	});
+}
+
+TEST_CASE("I/O in a critical section panics, naming the call and the thread", "[death]")
+{
+	auto r = usmp::test::run_death("io::read in a critical section", [] {
+		usmp::run({.ncpus = 1}, [] {
+			usmp::green_thread t(usmp::thread_attr{.name = "careless"}, [] {
+				char c;
+				usmp::critical_enter();
+				io::read(0, &c, 1);
+				usmp::critical_exit();
+			});
+			t.join();
+		});
+	});
+	USMP_REQUIRE_DEATH(r, "usmp::io::read() by thread \"careless\" in a critical section");
+	CHECK(r.aborted());
 }
