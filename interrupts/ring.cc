@@ -118,6 +118,7 @@ struct alignas(64) ring_cpu {
 	std::atomic<uint64_t> rc_eventfd_sent{0};
 	std::atomic<uint64_t> rc_completions{0};
 	std::atomic<uint64_t> rc_submitted{0};
+	std::atomic<uint64_t> rc_overflows{0};
 };
 
 ring_cpu *g_rc = nullptr; // [g_nrc], (c)
@@ -192,6 +193,7 @@ ring_drain(ring_cpu *rc) noexcept
 			// overflow list until we ask for them.
 			if (!io_uring_cq_has_overflow(&rc->rc_ring))
 				break;
+			bump(rc->rc_overflows);
 			io_uring_get_events(&rc->rc_ring);
 			if (io_uring_cq_ready(&rc->rc_ring) == 0)
 				break;
@@ -620,6 +622,7 @@ ring_get_stats(int cpu) noexcept
 	s.rs_completions = rc->rc_completions.load(std::memory_order_relaxed);
 	s.rs_submitted = rc->rc_submitted.load(std::memory_order_relaxed);
 	s.rs_inflight = rc->rc_inflight.load(std::memory_order_relaxed);
+	s.rs_overflows = rc->rc_overflows.load(std::memory_order_relaxed);
 	s.rs_waiting = rc->rc_waiting.load(std::memory_order_relaxed) != 0;
 	return s;
 }
