@@ -413,6 +413,10 @@ hook_boot(int ncpus) noexcept
 		g_msg_ring = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
 		io_uring_free_probe(probe);
 	}
+	// USMP_RING_IPI=eventfd: IPIs as on a kernel without MSG_RING (tests).
+	const char *ipi = std::getenv("USMP_RING_IPI");
+	if (ipi != nullptr && std::strcmp(ipi, "eventfd") == 0)
+		g_msg_ring = false;
 	idle_backend_install(&ring_backend);
 }
 

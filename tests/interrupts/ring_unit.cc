@@ -81,18 +81,20 @@ TEST_CASE("every CPU has a ring, and idle CPUs wait in it", "[unit]")
 	}
 }
 
-TEST_CASE("a wakeup of a CPU waiting in its ring is a ring message", "[unit]")
+namespace {
+
+// 50 times: let cpu1 park in its ring, then give it a thread (bound to it):
+// the creation on cpu0 queues it there and must wake cpu1.
+void
+wake_cpu1_50_times()
 {
 	usmp::test::machine m(2);
 	m.run([] {
 		REQUIRE(usmp::sched_bind(0) == 0);
 		auto before1 = usmp::ring_get_stats(1);
 		auto before0 = usmp::ring_get_stats(0);
-		(void)before1;
 		std::atomic<int> ran{0};
 		for (int i = 0; i < 50; i++) {
-			// Let cpu1 park in its ring, then give it a thread: the
-			// creation queues it there and must wake cpu1.
 			CHECK(eventually([&] {
 				return usmp::ring_get_stats(1).rs_waiting;
 			}));
@@ -110,9 +112,45 @@ TEST_CASE("a wakeup of a CPU waiting in its ring is a ring message", "[unit]")
 		auto after0 = usmp::ring_get_stats(0);
 		CHECK(after1.rs_wakeups >= before1.rs_wakeups + 50);
 		if (usmp::ring_has_msg_ring())
-			CHECK(after0.rs_msg_sent > before0.rs_msg_sent);
+			CHECK(after0.rs_msg_sent >= before0.rs_msg_sent + 50);
+		else
+			CHECK(after1.rs_eventfd_sent >= before1.rs_eventfd_sent + 50);
 		usmp::sched_unbind();
 	});
+}
+
+} // namespace
+
+TEST_CASE("a wakeup of a CPU waiting in its ring is a ring message", "[unit]")
+{
+	wake_cpu1_50_times();
+}
+
+TEST_CASE("without IORING_OP_MSG_RING the wakeup is an eventfd write", "[unit]")
+{
+	setenv("USMP_RING_IPI", "eventfd", 1);
+	{
+		usmp::test::machine m(1);
+		CHECK_FALSE(usmp::ring_has_msg_ring());
+	}
+	wake_cpu1_50_times();
+	unsetenv("USMP_RING_IPI");
+}
+
+TEST_CASE("a foreign OS thread wakes a CPU through its eventfd", "[unit]")
+{
+	usmp::test::machine m(1);
+	// This test's own OS thread is no CPU.
+	for (int i = 0; i < 20; i++) {
+		CHECK(eventually([] { return usmp::ring_get_stats(0).rs_waiting; }));
+		auto before = usmp::ring_get_stats(0);
+		bool ran = false;
+		usmp::thread *td;
+		REQUIRE(usmp::thread_create(&td, {}, [&] { ran = true; }) == 0);
+		REQUIRE(usmp::thread_join(td) == 0);
+		CHECK(ran);
+		CHECK(usmp::ring_get_stats(0).rs_eventfd_sent > before.rs_eventfd_sent);
+	}
 }
 
 TEST_CASE("a completion runs its handler in interrupt context on the submitting CPU",
