@@ -1,9 +1,10 @@
 // Blocking I/O for green threads on the CPUs' rings (interrupts/io.h).
 //
-// The protocol of one call (io_run), for a request R of thread T on CPU C:
-//  1. T pins itself (it stays on C until R's completion has been seen), and
-//     submits R to C's ring inside a spinlock section; ring_submit() then
-//     drains C's CQ, so R's handler may already have run.
+// The protocol of one call (io_run), for a request R of thread T submitted on
+// CPU C:
+//  1. T submits R to C's ring inside a spinlock section (T cannot move
+//     between choosing the ring and filling it); ring_submit() then drains
+//     C's CQ, so R's handler may already have run.
 //  2. The handler (io_done), in interrupt context on C: under the sleep
 //     queue chain lock of the wait channel &w, store the result, set
 //     iw_done (release), and sleepq_signal(&w).
@@ -12,11 +13,16 @@
 //     on T's stack).  Else sleepq_add + sleepq_wait_sig: the handler can
 //     only set iw_done while holding the chain lock, so it runs either
 //     before T's check (T sees the flag) or after T is queued (T is woken):
-//     no wakeup is lost.
+//     no wakeup is lost.  T is not pinned: while it sleeps, and when it is
+//     woken, the scheduler may place it on any CPU; R's completion still
+//     lands on C's ring and C's handler wakes T wherever it is.
 //  4. If T's sleep ends with EINTR (thread_interrupt), T asks C's ring to
-//     cancel R (T is still on C: pinned) and goes back to 3 with an
-//     uninterruptible sleep, until R's handler has run: R's buffer is not
-//     touched after the call returns.  The interrupt stays pending.
+//     cancel R.  A ring's SQ is filled only by its own CPU, so if T has
+//     moved, it binds itself to C for the submission (sched_bind) and
+//     unbinds after it (a pinned or bound thread cannot have moved).  Then
+//     T goes back to 3 with an uninterruptible sleep, until R's handler has
+//     run: R's buffer is not touched after the call returns.  The interrupt
+//     stays pending.
 //  5. A timeout is a linked IORING_OP_LINK_TIMEOUT: the kernel cancels R,
 //     whose handler sees -ECANCELED, reported as ETIMEDOUT.
 // At shutdown the CPU cancels every request in flight and runs the
@@ -82,6 +88,34 @@ nsec_to_ms(nanoseconds t) noexcept
 	return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
 }
 
+// Cancel op, submitted on CPU `cpu`'s ring, from that CPU (step 4).
+void
+cancel_on(int cpu, ring_op *op, const char *wmesg) noexcept
+{
+	bool bound = false;
+	int e;
+	for (;;) {
+		spinlock_enter();
+		if (curcpu() == cpu) {
+			e = ring_cancel(op);
+			spinlock_exit();
+			break;
+		}
+		spinlock_exit();
+		if (bound || sched_bind(cpu) != 0)
+			panic("usmp::io: thread \"%s\" cannot get back to cpu%d "
+			      "to cancel its %s request",
+			    curthread()->td_name, cpu, wmesg);
+		bound = true;
+	}
+	if (bound)
+		sched_unbind();
+	if (e != 0)
+		panic("usmp::io: cannot cancel the %s request of thread \"%s\" "
+		      "on cpu%d: error %d",
+		    wmesg, curthread()->td_name, cpu, -e);
+}
+
 // The request's result (>= 0) or -errno.  Protocol steps 1-5 above.
 long
 io_run(ring_req rq, nanoseconds timeout, const char *wmesg) noexcept
@@ -92,14 +126,11 @@ io_run(ring_req rq, nanoseconds timeout, const char *wmesg) noexcept
 		rq.rq_timeout_ns = static_cast<uint64_t>(timeout.count());
 	io_wait w;
 	w.ro_handler = io_done;
-	sched_pin();
 	spinlock_enter();
 	int cpu = ring_submit(rq, &w);
 	spinlock_exit();
-	if (cpu < 0) {
-		sched_unpin();
+	if (cpu < 0)
 		return cpu;
-	}
 	bool cancelled = false;
 	for (;;) {
 		sleepq_lock(&w);
@@ -115,16 +146,9 @@ io_run(ring_req rq, nanoseconds timeout, const char *wmesg) noexcept
 		sleepq_add(&w, nullptr, wmesg, SLEEPQ_SLEEP | SLEEPQ_INTERRUPTIBLE, 0);
 		if (sleepq_wait_sig(&w, 0) == EINTR) {
 			cancelled = true;
-			spinlock_enter();
-			int e = ring_cancel(&w);
-			spinlock_exit();
-			if (e != 0)
-				panic("usmp::io: cannot cancel the %s request of thread "
-				      "\"%s\" on cpu%d: error %d",
-				    wmesg, curthread()->td_name, cpu, -e);
+			cancel_on(cpu, &w, wmesg);
 		}
 	}
-	sched_unpin();
 	int32_t res = w.iw_res;
 	if (res == -ECANCELED || (cancelled && res == -EINTR))
 		res = cancelled ? -EINTR : (rq.rq_timeout_ns != 0 ? -ETIMEDOUT : -ECANCELED);

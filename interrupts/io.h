@@ -9,9 +9,10 @@
 // a request that completes at once (a read of a socket with data) returns
 // without sleeping.  Other CPUs keep running threads meanwhile.
 //
-// The thread is pinned (sched_pin) from submission to completion, so the
-// completion, its handler and the wakeup happen on the CPU that submitted;
-// it may move to another CPU after the call returns.
+// The thread is not pinned while it waits: the scheduler may wake it on
+// another CPU (an idle one) than the one that submitted; the completion
+// still lands on the submitting CPU's ring, whose handler wakes the thread
+// wherever it is.  Pinned and bound threads stay where they are.
 //
 // Errors:
 //   - the system's errno for the operation (EBADF, ECONNRESET, EPIPE, ...);

@@ -496,3 +496,74 @@ TEST_CASE("I/O in a critical section panics, naming the call and the thread", "[
 	USMP_REQUIRE_DEATH(r, "usmp::io::read() by thread \"careless\" in a critical section");
 	CHECK(r.aborted());
 }
+
+TEST_CASE("a thread woken on another CPU than it submitted on gets its result; "
+	  "an interrupted one cancels on the submitting CPU", "[unit]")
+{
+	// cpu0 runs a hog bound to it; the reader submits there, then sleeps.
+	// This test's own OS thread (no CPU) completes or interrupts the read,
+	// so cpu1 is idle and the scheduler wakes the reader there: the
+	// completion (or the cancel) is on cpu0's ring, the thread on cpu1.
+	usmp::test::machine m(2);
+	fd_pair p;
+	std::atomic<bool> stop{false};
+	usmp::thread *hog;
+	REQUIRE(usmp::thread_create(&hog, {.name = "hog", .cpu = 0}, [&] {
+		while (!stop.load()) {
+			for (int i = 0; i < 1000; i++)
+				__builtin_ia32_pause();
+			usmp::maybe_yield();
+		}
+	}) == 0);
+	constexpr int ROUNDS = 20;
+	int moved = 0, ok = 0, eintr = 0;
+	for (int k = 0; k < 2 * ROUNDS; k++) {
+		bool interrupt = k % 2 == 1;
+		std::atomic<int> cpu_before{-1}, cpu_after{-1};
+		ssize_t got = -2;
+		int err = 0;
+		char c = 0;
+		usmp::thread *td;
+		REQUIRE(usmp::thread_create(&td, {.name = "reader"}, [&] {
+			REQUIRE(usmp::sched_bind(0) == 0);
+			usmp::sched_unbind(); // on cpu0, free to move
+			cpu_before.store(usmp::curcpu());
+			got = io::read(p.r, &c, 1);
+			err = errno;
+			cpu_after.store(usmp::curcpu());
+			usmp::thread_interrupt_clear();
+		}) == 0);
+		for (int i = 0; i < 100000 && !(td->td_state == usmp::TDS_INHIBITED &&
+						 td->td_wmesg != nullptr &&
+						 std::string(td->td_wmesg) == "read");
+		     i++)
+			std::this_thread::sleep_for(50us);
+		if (interrupt)
+			usmp::thread_interrupt(td);
+		else
+			REQUIRE(::write(p.w, "m", 1) == 1);
+		REQUIRE(usmp::thread_join(td) == 0);
+		CHECK(cpu_before.load() == 0);
+		if (cpu_after.load() != cpu_before.load())
+			moved++;
+		if (interrupt) {
+			CHECK(got == -1);
+			CHECK(err == EINTR);
+			eintr += got == -1 && err == EINTR;
+		} else {
+			CHECK(got == 1);
+			CHECK(c == 'm');
+			ok += got == 1;
+		}
+	}
+	stop.store(true);
+	REQUIRE(usmp::thread_join(hog) == 0);
+	CHECK(ok == ROUNDS);
+	CHECK(eintr == ROUNDS);
+	// The pipe holds nothing: every byte went to the read that got it,
+	// none to a cancelled one.
+	pollfd pf{.fd = p.r, .events = POLLIN, .revents = 0};
+	CHECK(::poll(&pf, 1, 0) == 0);
+	INFO("reads that returned on another CPU: " << moved);
+	CHECK(moved > 0);
+}
