@@ -33,7 +33,8 @@
 //     load incremented with seq_cst), the waker reads T's park word with
 //     seq_cst: this pairs with the idle loop's seq_cst store of the park word
 //     followed by its seq_cst re-read of the load, so either the idle CPU
-//     sees the load or the waker sees it parked and wakes it (futex).  If T
+//     sees the load or the waker sees it parked and wakes it (ipi_wake: a
+//     message on T's io_uring, or a futex wake; runtime/internal/idle.h).  If T
 //     runs a thread that the new one should preempt, the waker sets
 //     tdq_owepreempt and sends the preemption signal (an IPI); a local
 //     preemption just sets curthread's td_owepreempt, taken at the outermost
