@@ -78,6 +78,7 @@
 #include <new>
 
 #include "interrupts/ring.h"
+#include "runtime/config.h"
 #include "runtime/critical.h"
 #include "runtime/internal/idle.h"
 #include "runtime/machine.h"
@@ -210,7 +211,22 @@ ring_drain(ring_cpu *rc) noexcept
 			rc->rc_inflight.fetch_sub(1, std::memory_order_relaxed);
 			bump(rc->rc_completions);
 			n++;
-			op->ro_handler(op, res, flags);
+			if constexpr (config::invariants) {
+				// A handler runs like a filter: it must leave
+				// the spinlock sections as it found them.
+				thread *td = curthread();
+				int spin = td->td_spinlock_count;
+				auto *fn = op->ro_handler;
+				fn(op, res, flags);
+				if (td->td_spinlock_count != spin)
+					panic("ring completion handler %p (request %p) "
+					      "returned with spinlock depth %d, not %d",
+					    reinterpret_cast<void *>(fn),
+					    static_cast<void *>(op),
+					    td->td_spinlock_count, spin);
+			} else {
+				op->ro_handler(op, res, flags);
+			}
 			break;
 		}
 		case RU_WAKE:

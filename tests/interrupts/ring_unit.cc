@@ -11,11 +11,13 @@
 #include <chrono>
 
 #include "interrupts/io.h"
+#include "runtime/config.h"
 #include "interrupts/ring.h"
 #include "runtime/critical.h"
 #include "runtime/machine.h"
 #include "runtime/thread.h"
 #include "sched/sched.h"
+#include "support/death.h"
 #include "support/machine.h"
 
 using namespace std::chrono_literals;
@@ -228,4 +230,27 @@ TEST_CASE("USMP_IDLE_BACKEND=futex keeps the futex park and plain system calls",
 	unsetenv("USMP_IDLE_BACKEND");
 	usmp::test::machine m(1);
 	CHECK(usmp::ring_enabled());
+}
+
+TEST_CASE("a completion handler that leaves a spinlock section open panics", "[death]")
+{
+	if constexpr (!usmp::config::invariants)
+		return;
+	auto r = usmp::test::run_death("unbalanced ring handler", [] {
+		usmp::run({.ncpus = 1}, [] {
+			static usmp::ring_op op;
+			op.ro_handler = [](usmp::ring_op *, int32_t, uint32_t) noexcept {
+				usmp::spinlock_enter(); // never left
+			};
+			usmp::ring_req rq;
+			usmp::spinlock_enter();
+			usmp::ring_submit(rq, &op);
+			usmp::spinlock_exit();
+			for (;;)
+				usmp::ring_poll();
+		});
+	});
+	USMP_REQUIRE_DEATH(r, "ring completion handler");
+	CHECK(r.contains("returned with spinlock depth"));
+	CHECK(r.aborted());
 }
