@@ -127,7 +127,17 @@ TEST_CASE("cv timedwait, wait_sig, wait_unlock, broadcast", "[unit][condvar]")
 			cv.wait_unlock(l.lo());
 			woke++;
 		});
-		while (cv.waiters() < 9)
+		// Count the sleepers themselves: cv.waiters() is an upper
+		// bound (the timed-out and interrupted waits above stay
+		// counted), so it could pass before u sleeps, and a u that
+		// sleeps after the broadcast would sleep for ever.
+		auto sleepers = [&] {
+			sleepq_lock(&cv);
+			int n = sleepq_sleepcnt(&cv, 0);
+			sleepq_release(&cv);
+			return n;
+		};
+		while (sleepers() < 9)
 			pause("settle", 1ms);
 		l.lock();
 		go = 1;
