@@ -1,0 +1,386 @@
+// usmp-stress: run named stress scenarios on N CPUs with full preemption,
+// check their invariants, and sum up.  See apps/stress/README.md.
+//
+// The driver boots one machine for the whole run and gives each scenario
+// the same budget (a duration or an operation count).  It watches from the
+// green thread "main": progress every 100 ms, the deadline, and a watchdog
+// that turns a scenario which does not finish (a deadlock, a lost wakeup)
+// into a failure with a thread report instead of a hang.
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "apps/stress/stress.h"
+#include "runtime/machine.h"
+#include "runtime/pcpu.h"
+#include "runtime/thread.h"
+
+namespace usmp::stress {
+
+std::vector<scenario> &
+scenarios() noexcept
+{
+	static std::vector<scenario> all;
+	return all;
+}
+
+context::context(const char *scenario, uint64_t seed, int ncpus,
+    uint64_t op_budget) noexcept
+    : scenario_(scenario), seed_(seed), ncpus_(ncpus), op_budget_(op_budget)
+{
+}
+
+void
+context::add_ops(uint64_t n) noexcept
+{
+	uint64_t total = ops_.fetch_add(n, std::memory_order_relaxed) + n;
+	if (op_budget_ != 0 && total >= op_budget_)
+		stop();
+}
+
+void
+context::fail(const char *fmt, ...) noexcept
+{
+	// The first failure wins the message; later ones only stop the run.
+	if (!failing_.exchange(true, std::memory_order_acq_rel)) {
+		va_list ap;
+		va_start(ap, fmt);
+		std::vsnprintf(failure_, sizeof(failure_), fmt, ap);
+		va_end(ap);
+		failed_.store(true, std::memory_order_release);
+	}
+	stop();
+}
+
+rng
+context::make_rng(uint64_t stream) const noexcept
+{
+	// FNV-1a of the name, so that scenarios draw different numbers from
+	// one seed and adding a scenario changes no other's.
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (const char *p = scenario_; *p; p++)
+		h = (h ^ uint8_t(*p)) * 0x100000001b3ull;
+	rng mix(seed_ ^ h);
+	mix.next();
+	return rng(mix.next() + stream * 0x9e3779b97f4a7c15ull);
+}
+
+namespace {
+
+struct options {
+	std::vector<std::string> names;
+	int cpus = 8;
+	double seconds = 2.0;
+	uint64_t iterations = 0;
+	uint64_t seed = 0;
+	bool seed_given = false;
+	bool no_preempt = false;
+	bool json = false;
+	bool quiet = false;
+	double watchdog = 0; // 0: max(20 s, 10 x the duration)
+};
+
+// The machine's scheduler counters, summed over CPUs.  Each CPU writes its
+// own; reading them from here is a relaxed snapshot.
+struct sched_counts {
+	uint64_t switches = 0, preemptions = 0, steals = 0;
+};
+
+sched_counts
+read_counts()
+{
+	sched_counts c;
+	for (int i = 0; i < mp_ncpus(); i++) {
+		pcpu *pc = pcpu_find(i);
+		c.switches += __atomic_load_n(&pc->pc_cnt_switches, __ATOMIC_RELAXED);
+		c.preemptions += __atomic_load_n(&pc->pc_cnt_preempt, __ATOMIC_RELAXED) +
+		    __atomic_load_n(&pc->pc_cnt_async_preempt, __ATOMIC_RELAXED);
+		c.steals += __atomic_load_n(&pc->pc_cnt_steals, __ATOMIC_RELAXED);
+	}
+	return c;
+}
+
+struct result {
+	const scenario *s;
+	uint64_t ops = 0;
+	double seconds = 0;
+	sched_counts counts;
+	bool failed = false;
+	bool hung = false;
+	std::string failure;
+};
+
+std::string
+human(double v)
+{
+	char b[32];
+	if (v >= 1e9)
+		std::snprintf(b, sizeof(b), "%.2fG", v / 1e9);
+	else if (v >= 1e6)
+		std::snprintf(b, sizeof(b), "%.2fM", v / 1e6);
+	else if (v >= 1e3)
+		std::snprintf(b, sizeof(b), "%.1fk", v / 1e3);
+	else
+		std::snprintf(b, sizeof(b), "%.0f", v);
+	return b;
+}
+
+// One progress line, redrawn in place on a terminal.
+void
+draw_progress(const scenario &s, double frac, double rate)
+{
+	constexpr int kWidth = 30;
+	int fill = int(std::clamp(frac, 0.0, 1.0) * kWidth);
+	char bar[kWidth + 1];
+	for (int i = 0; i < kWidth; i++)
+		bar[i] = i < fill ? '#' : '.';
+	bar[kWidth] = '\0';
+	std::fprintf(stderr, "\r  %-10s [%s] %3d%%  %8s ops/s ", s.name, bar,
+	    int(frac * 100), human(rate).c_str());
+	std::fflush(stderr);
+}
+
+result
+run_one(const scenario &s, const options &o, bool tty)
+{
+	using clock = std::chrono::steady_clock;
+	result res;
+	res.s = &s;
+	context ctx(s.name, o.seed, mp_ncpus(), o.iterations);
+	std::atomic<bool> finished{false};
+	sched_counts before = read_counts();
+	auto start = clock::now();
+
+	thread_attr a;
+	a.name = "stress main";
+	green_thread runner(a, [&] {
+		s.run(ctx);
+		finished.store(true, std::memory_order_release);
+	});
+
+	double budget = o.iterations ? 0 : o.seconds;
+	double watchdog = o.watchdog > 0 ? o.watchdog :
+	    std::max(20.0, 10.0 * (o.iterations ? 10.0 : o.seconds));
+	auto last_draw = start;
+	while (!finished.load(std::memory_order_acquire)) {
+		thread_sleep(std::chrono::milliseconds(10));
+		auto now = clock::now();
+		double t = std::chrono::duration<double>(now - start).count();
+		if (budget > 0 && t >= budget)
+			ctx.stop();
+		if (tty && now - last_draw >= std::chrono::milliseconds(100)) {
+			last_draw = now;
+			double frac = budget > 0 ? t / budget :
+			    double(ctx.ops()) / double(o.iterations);
+			draw_progress(s, frac, t > 0 ? double(ctx.ops()) / t : 0);
+		}
+		if (t >= (budget > 0 ? budget : 0) + watchdog) {
+			// The runner may be stuck for good (a deadlock, a
+			// lost wakeup): report and leave without joining.
+			res.hung = true;
+			break;
+		}
+	}
+	if (tty)
+		std::fprintf(stderr, "\r%*s\r", 70, "");
+	if (!res.hung)
+		runner.join();
+	res.seconds = std::chrono::duration<double>(clock::now() - start).count();
+	sched_counts after = read_counts();
+	res.counts = {after.switches - before.switches,
+	    after.preemptions - before.preemptions, after.steals - before.steals};
+	res.ops = ctx.ops();
+	if (res.hung) {
+		res.failed = true;
+		char b[160];
+		std::snprintf(b, sizeof(b), "did not finish %.0f s after it was "
+		    "told to stop (deadlock or lost wakeup?)", watchdog);
+		res.failure = b;
+	} else if (ctx.failed()) {
+		res.failed = true;
+		res.failure = ctx.failure();
+	}
+	return res;
+}
+
+void
+json_string(FILE *f, const std::string &s)
+{
+	std::fputc('"', f);
+	for (unsigned char c : s) {
+		if (c == '"' || c == '\\')
+			std::fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			std::fprintf(f, "\\u%04x", c);
+		else
+			std::fputc(c, f);
+	}
+	std::fputc('"', f);
+}
+
+void
+print_json(FILE *f, const options &o, const std::vector<result> &rs, bool ok)
+{
+	std::fprintf(f, "{\"seed\":%" PRIu64 ",\"cpus\":%d,\"full_preemption\":%s,"
+	    "\"scenarios\":[", o.seed, mp_ncpus(), o.no_preempt ? "false" : "true");
+	for (size_t i = 0; i < rs.size(); i++) {
+		const result &r = rs[i];
+		std::fprintf(f, "%s{\"name\":", i ? "," : "");
+		json_string(f, r.s->name);
+		std::fprintf(f, ",\"ops\":%" PRIu64 ",\"seconds\":%.3f,"
+		    "\"ops_per_second\":%.0f,\"switches\":%" PRIu64
+		    ",\"preemptions\":%" PRIu64 ",\"steals\":%" PRIu64
+		    ",\"passed\":%s", r.ops, r.seconds,
+		    r.seconds > 0 ? double(r.ops) / r.seconds : 0.0,
+		    r.counts.switches, r.counts.preemptions, r.counts.steals,
+		    r.failed ? "false" : "true");
+		if (r.failed) {
+			std::fprintf(f, ",\"failure\":");
+			json_string(f, r.failure);
+		}
+		std::fputc('}', f);
+	}
+	std::fprintf(f, "],\"passed\":%s}\n", ok ? "true" : "false");
+}
+
+void
+print_table(FILE *f, const std::vector<result> &rs)
+{
+	std::fprintf(f, "%-10s %10s %10s %10s %10s %8s  %s\n", "scenario", "ops",
+	    "ops/s", "switches", "preempts", "steals", "result");
+	for (const result &r : rs)
+		std::fprintf(f, "%-10s %10s %10s %10s %10s %8s  %s\n", r.s->name,
+		    human(double(r.ops)).c_str(),
+		    human(r.seconds > 0 ? double(r.ops) / r.seconds : 0).c_str(),
+		    human(double(r.counts.switches)).c_str(),
+		    human(double(r.counts.preemptions)).c_str(),
+		    human(double(r.counts.steals)).c_str(),
+		    r.failed ? (r.hung ? "HUNG" : "FAILED") : "ok");
+}
+
+} // namespace
+} // namespace usmp::stress
+
+int
+main(int argc, char **argv)
+{
+	using namespace usmp::stress;
+	auto &all = scenarios();
+	std::sort(all.begin(), all.end(), [](const scenario &a, const scenario &b) {
+		return std::strcmp(a.name, b.name) < 0;
+	});
+
+	options o;
+	bool list = false;
+	CLI::App app{"usmp-stress: stress scenarios on usmp's green threads, "
+	    "with invariant checks"};
+	app.add_option("-s,--scenario", o.names,
+	    "scenarios to run (default: every default one; see --list)");
+	app.add_flag("-l,--list", list, "list the scenarios and exit");
+	app.add_option("-c,--cpus", o.cpus, "virtual CPUs (0: one per processing unit)")
+	    ->check(CLI::Range(0, 1024));
+	app.add_option("-d,--duration", o.seconds, "seconds per scenario")
+	    ->check(CLI::PositiveNumber);
+	app.add_option("-n,--iterations", o.iterations,
+	    "operations per scenario instead of a duration");
+	auto *seed_opt = app.add_option("--seed", o.seed,
+	    "seed of every random choice (default: random, printed)");
+	app.add_flag("--no-preempt", o.no_preempt,
+	    "no full preemption (threads switch at slices and blocking only)");
+	app.add_flag("--json", o.json,
+	    "print the summary as JSON on stdout (the table goes to stderr)");
+	app.add_flag("-q,--quiet", o.quiet, "no progress and no table");
+	app.add_option("--watchdog", o.watchdog,
+	    "seconds a scenario may overrun before it counts as hung");
+	CLI11_PARSE(app, argc, argv);
+	o.seed_given = seed_opt->count() > 0;
+
+	if (list) {
+		for (const scenario &s : all)
+			std::printf("%-10s %s%s\n", s.name, s.summary,
+			    s.by_default ? "" : " (only when named)");
+		return 0;
+	}
+
+	std::vector<const scenario *> chosen;
+	if (o.names.empty()) {
+		for (const scenario &s : all)
+			if (s.by_default)
+				chosen.push_back(&s);
+	} else {
+		for (const std::string &n : o.names) {
+			auto it = std::find_if(all.begin(), all.end(),
+			    [&](const scenario &s) { return n == s.name; });
+			if (it == all.end()) {
+				std::fprintf(stderr, "usmp-stress: no scenario "
+				    "\"%s\" (--list shows them)\n", n.c_str());
+				return 2;
+			}
+			chosen.push_back(&*it);
+		}
+	}
+	if (!o.seed_given)
+		o.seed = (uint64_t(std::random_device{}()) << 32) ^
+		    std::random_device{}();
+
+	usmp::machine_config cfg;
+	cfg.ncpus = o.cpus;
+	cfg.full_preemption = !o.no_preempt;
+	bool tty = !o.quiet && isatty(STDERR_FILENO);
+	FILE *report = o.json ? stderr : stdout;
+
+	return usmp::run(cfg, [&]() -> int {
+		if (!o.quiet)
+			std::fprintf(report, "usmp-stress: %d CPUs, %s, seed %"
+			    PRIu64 ", %s per scenario\n", usmp::mp_ncpus(),
+			    o.no_preempt ? "no full preemption" : "full preemption",
+			    o.seed, o.iterations ? (std::to_string(o.iterations) +
+			    " operations").c_str() : (std::to_string(o.seconds) +
+			    " s").c_str());
+		std::vector<result> results;
+		bool ok = true;
+		for (const scenario *s : chosen) {
+			results.push_back(run_one(*s, o, tty));
+			const result &r = results.back();
+			if (!o.quiet && !tty)
+				std::fprintf(report, "  %-10s %s\n", s->name,
+				    r.failed ? "FAILED" : "ok");
+			if (r.failed) {
+				ok = false;
+				std::fprintf(stderr, "usmp-stress: %s FAILED: %s\n"
+				    "usmp-stress: replay with: usmp-stress "
+				    "--scenario %s --cpus %d --seed %" PRIu64 "%s\n",
+				    s->name, r.failure.c_str(), s->name,
+				    usmp::mp_ncpus(), o.seed,
+				    o.no_preempt ? " --no-preempt" : "");
+				if (r.hung) {
+					// Threads are stuck: the machine
+					// cannot shut down cleanly.
+					if (o.json)
+						print_json(stdout, o, results, false);
+					std::fflush(nullptr);
+					_exit(1);
+				}
+			}
+		}
+		if (!o.quiet)
+			print_table(report, results);
+		if (o.json)
+			print_json(stdout, o, results, ok);
+		if (!o.quiet)
+			std::fprintf(report, "usmp-stress: %s (seed %" PRIu64 ")\n",
+			    ok ? "all scenarios passed" : "FAILED", o.seed);
+		return ok ? 0 : 1;
+	});
+}
