@@ -642,14 +642,21 @@ TEST_CASE("bursts with idle gaps between them: no map, no release after the "
 	machine_config cfg;
 	cfg.ncpus = 2;
 	int r = usmp::run(cfg, [&] {
+		// Every burst has all 3000 threads alive at once (they wait
+		// for `go`), so each needs the same number of stacks however
+		// the host schedules the two CPUs: otherwise how many are
+		// alive together at the peak, hence mapped, varies with load.
 		auto burst = [] {
+			std::atomic<bool> go{false};
 			std::vector<green_thread> v;
 			for (int i = 0; i < 3000; i++)
-				v.emplace_back([] {
+				v.emplace_back([&go] {
 					volatile char buf[4096];
 					buf[0] = 1;
-					thread_yield();
+					while (!go.load(std::memory_order_acquire))
+						thread_yield();
 				});
+			go.store(true, std::memory_order_release);
 			for (auto &t : v)
 				t.join();
 		};
