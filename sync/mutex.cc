@@ -451,7 +451,12 @@ spin_mutex::lock_hard(uintptr_t v, const char *file, int line) noexcept
 		mtx_recurse++;
 		return;
 	}
+	// The hang check times one holder: it restarts whenever the owner
+	// word changes, so a waiter that keeps losing the race to others
+	// (the lock is unfair, and CPUs here are OS threads the host may
+	// deschedule) is not taken for a holder that never lets go.
 	uint64_t start = 0;
+	uintptr_t timed_owner = MTX_UNOWNED;
 	unsigned n = 0;
 	for (;;) {
 		// Give interrupts (preemption) a chance while we spin.
@@ -465,8 +470,10 @@ spin_mutex::lock_hard(uintptr_t v, const char *file, int line) noexcept
 			lock_delay(delay, 1024);
 			if ((++n & 255) == 0) {
 				uint64_t now = mono_ns();
-				if (start == 0)
+				if (start == 0 || v != timed_owner) {
 					start = now;
+					timed_owner = v;
+				}
 				else if (now - start >
 				    spin_hang_ns.load(std::memory_order_relaxed)) {
 					thread *o = word_owner(v);

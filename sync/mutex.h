@@ -300,8 +300,8 @@ private:
 	unsigned mtx_recurse = 0;                  // (o)
 };
 
-// How long a spin mutex may be waited for before the "held too long" panic
-// (default 10 s).  Context: any.
+// How long a waiter may see one holder keep a spin mutex before the "held
+// too long" panic (default 10 s).  Context: any.
 void spin_mutex_set_hang_limit(std::chrono::nanoseconds limit) noexcept;
 
 // Giant: the process-wide recursive sleep mutex, for code not marked MPSAFE.
