@@ -341,13 +341,19 @@ main(int argc, char **argv)
 	FILE *report = o.json ? stderr : stdout;
 
 	return usmp::run(cfg, [&]() -> int {
-		if (!o.quiet)
+		if (!o.quiet) {
+			char budget[64];
+			if (o.iterations)
+				std::snprintf(budget, sizeof(budget), "%" PRIu64
+				    " operations", o.iterations);
+			else
+				std::snprintf(budget, sizeof(budget), "%g s",
+				    o.seconds);
 			std::fprintf(report, "usmp-stress: %d CPUs, %s, seed %"
 			    PRIu64 ", %s per scenario\n", usmp::mp_ncpus(),
 			    o.no_preempt ? "no full preemption" : "full preemption",
-			    o.seed, o.iterations ? (std::to_string(o.iterations) +
-			    " operations").c_str() : (std::to_string(o.seconds) +
-			    " s").c_str());
+			    o.seed, budget);
+		}
 		std::vector<result> results;
 		bool ok = true;
 		for (const scenario *s : chosen) {
