@@ -16,6 +16,8 @@
 #include "runtime/segment.h"
 #include "runtime/stack.h"
 #include "runtime/thread.h"
+#include "sync/mutex.h"
+#include "sync/sleep.h"
 #include "sched/sched.h"
 #include "support/death.h"
 
@@ -642,21 +644,29 @@ TEST_CASE("bursts with idle gaps between them: no map, no release after the "
 	machine_config cfg;
 	cfg.ncpus = 2;
 	int r = usmp::run(cfg, [&] {
-		// Every burst has all 3000 threads alive at once (they wait
-		// for `go`), so each needs the same number of stacks however
+		// Every burst has all 3000 threads alive at once (they sleep
+		// until `go`), so each needs the same number of stacks however
 		// the host schedules the two CPUs: otherwise how many are
 		// alive together at the peak, hence mapped, varies with load.
+		// They sleep rather than yield, so that a burst stays short
+		// (well under the pool's release delay).
 		auto burst = [] {
-			std::atomic<bool> go{false};
+			usmp::mutex m("burst");
+			bool go = false;
 			std::vector<green_thread> v;
 			for (int i = 0; i < 3000; i++)
-				v.emplace_back([&go] {
+				v.emplace_back([&] {
 					volatile char buf[4096];
 					buf[0] = 1;
-					while (!go.load(std::memory_order_acquire))
-						thread_yield();
+					m.lock();
+					while (!go)
+						usmp::msleep(&go, m, 0, "burst");
+					m.unlock();
 				});
-			go.store(true, std::memory_order_release);
+			m.lock();
+			go = true;
+			m.unlock();
+			usmp::wakeup(&go);
 			for (auto &t : v)
 				t.join();
 		};
