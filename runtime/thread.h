@@ -122,7 +122,14 @@ struct thread {
 	thread_entry_fn td_entry = nullptr;        // (c)
 	void *td_arg = nullptr;                    // (c)
 	void *td_sched = nullptr;                  // (c) scheduler private
-	void *td_sync = nullptr;                   // (c) sync/ private (turnstile, sleepqueue)
+	// (k) sync/ private: the thread's rwlock read and write holds
+	// (FreeBSD's td_rw_rlocks), read by the reader-recursion rule and the
+	// sleep checks (sync/internal/ts_tdstate.h).  Only the thread itself
+	// changes or reads them, so no lock and no atomic.
+	struct {
+		int ts_rlocks = 0;
+		int ts_wlocks = 0;
+	} td_sync;
 
 	// Join protocol.  td_exit moves 0 -> 1 (exiting, joiner woken) under
 	// td_joinlock, then 1 -> 2 (context switched out for good; the stack

@@ -50,7 +50,7 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
     int line) noexcept
 {
 	thread *td = curthread_fast();
-	sleep_check(td, call, cv_description, file, line);
+	sleep_check(td, call, cv_description, file, line, lock);
 	if (__builtin_expect(lock == nullptr, 0))
 		panic("%s: condvar \"%s\" waited on without a lock @ %s:%d",
 		    call, cv_description, file, line);
@@ -101,7 +101,10 @@ condvar::wait_any(any_lock &a, std::chrono::nanoseconds timo, int flags,
     const char *file, int line) noexcept
 {
 	thread *td = curthread_fast();
-	sleep_check(td, "cv_wait", cv_description, file, line);
+	// rwlock holds: checked once the generic lock is released, below.
+	if (__builtin_expect((td->td_spinlock_count | td->td_critnest) != 0 ||
+		(td->td_flags & TDF_NOSLEEPING), 0))
+		sleep_check(td, "cv_wait", cv_description, file, line);
 	sleepq_lock(this);
 	int w = cv_waiters.load(std::memory_order_relaxed);
 	if (w != CV_WAITERS_BOUND)
@@ -114,6 +117,10 @@ condvar::wait_any(any_lock &a, std::chrono::nanoseconds timo, int flags,
 		sleepq_set_timeout(this, timo);
 	sleepq_release(this);
 	a.unlock(a.l);
+	// The generic lock may be an rwlock (or wrap one): its holds are known
+	// only now that it is released.
+	if (__builtin_expect(td_nonsleepable_locks(td) != 0, 0))
+		rwlock_sleep_check(td, 0, "cv_wait", cv_description, file, line);
 	sleepq_lock(this);
 	int rval = 0;
 	if (timed)

@@ -33,121 +33,6 @@ namespace usmp {
 static_assert(std::is_standard_layout_v<rwlock>, "rwlock: lock object first");
 static_assert(alignof(thread) >= 8, "rwlock: the owner leaves three low bits");
 
-// ---- Per-thread counts (sync/internal/ts_tdstate.h).
-
-namespace {
-
-struct tdstate {
-	tdstate *ts_next;
-	thread *ts_td;
-	int ts_rlocks;
-	int ts_wlocks;
-};
-
-constexpr unsigned TDS_BUCKETS = 256;
-
-struct alignas(64) tdstate_bucket {
-	spinlock tb_lock;
-	tdstate *tb_head = nullptr;
-	tdstate *tb_free = nullptr; // spare entries
-};
-
-tdstate_bucket tds_table[TDS_BUCKETS];
-
-inline tdstate_bucket *
-tds_bucket(const thread *td) noexcept
-{
-	uint64_t v = reinterpret_cast<uintptr_t>(td) * 0x9E3779B97F4A7C15ull;
-	return &tds_table[v >> 56];
-}
-
-} // namespace
-
-void
-tdstate_adjust(thread *td, int drl, int dwl) noexcept
-{
-	tdstate_bucket *b = tds_bucket(td);
-	tdstate *spare = nullptr;
-	for (;;) {
-		spinlock_enter();
-		b->tb_lock.lock();
-		tdstate **pp = &b->tb_head;
-		while (*pp != nullptr && (*pp)->ts_td != td)
-			pp = &(*pp)->ts_next;
-		tdstate *e = *pp;
-		if (e == nullptr) {
-			if (b->tb_free != nullptr) {
-				e = b->tb_free;
-				b->tb_free = e->ts_next;
-			} else if (spare != nullptr) {
-				e = spare;
-				spare = nullptr;
-			} else {
-				b->tb_lock.unlock();
-				spinlock_exit();
-				spare = new tdstate;
-				continue;
-			}
-			e->ts_td = td;
-			e->ts_rlocks = e->ts_wlocks = 0;
-			e->ts_next = b->tb_head;
-			b->tb_head = e;
-			pp = &b->tb_head;
-		}
-		e->ts_rlocks += drl;
-		e->ts_wlocks += dwl;
-		if (e->ts_rlocks == 0 && e->ts_wlocks == 0) {
-			*pp = e->ts_next;
-			e->ts_next = b->tb_free;
-			b->tb_free = e;
-		}
-		if (spare != nullptr) {
-			spare->ts_next = b->tb_free;
-			b->tb_free = spare;
-		}
-		b->tb_lock.unlock();
-		spinlock_exit();
-		return;
-	}
-}
-
-namespace {
-
-void
-tdstate_get(thread *td, int *rl, int *wl) noexcept
-{
-	tdstate_bucket *b = tds_bucket(td);
-	*rl = *wl = 0;
-	spinlock_enter();
-	b->tb_lock.lock();
-	for (tdstate *e = b->tb_head; e != nullptr; e = e->ts_next)
-		if (e->ts_td == td) {
-			*rl = e->ts_rlocks;
-			*wl = e->ts_wlocks;
-			break;
-		}
-	b->tb_lock.unlock();
-	spinlock_exit();
-}
-
-} // namespace
-
-int
-td_rw_rlocks(thread *td) noexcept
-{
-	int rl, wl;
-	tdstate_get(td, &rl, &wl);
-	return rl;
-}
-
-int
-td_nonsleepable_locks(thread *td) noexcept
-{
-	int rl, wl;
-	tdstate_get(td, &rl, &wl);
-	return rl + wl;
-}
-
 // ---- rwlock.
 
 namespace {
@@ -243,12 +128,6 @@ unsigned
 rwlock::readers() const noexcept
 {
 	return static_cast<unsigned>(rw_readers(rw_lock.load(std::memory_order_relaxed)));
-}
-
-void
-rwlock::held(thread *td, int drl, int dwl) noexcept
-{
-	tdstate_adjust(td, drl, dwl);
 }
 
 void

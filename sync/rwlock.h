@@ -156,7 +156,12 @@ public:
 
 private:
 	void wlock_hard(const char *file, int line) noexcept;
-	void held(thread *td, int drl, int dwl) noexcept;
+	// Count a hold change in td's rwlock holds (td_sync; td is curthread).
+	static void held(thread *td, int drl, int dwl) noexcept
+	{
+		td->td_sync.ts_rlocks += drl;
+		td->td_sync.ts_wlocks += dwl;
+	}
 
 	lock_object rw_lo;                          // (c)
 	std::atomic<uintptr_t> rw_lock{RW_UNLOCKED}; // (a)

@@ -40,7 +40,7 @@ sleep_common(const void *chan, lock_object *lock, int pri, const char *wmesg,
     const char *file, int line) noexcept
 {
 	thread *td = curthread_fast();
-	sleep_check(td, call, wmesg, file, line);
+	sleep_check(td, call, wmesg, file, line, lock);
 	if (__builtin_expect(chan == nullptr, 0))
 		panic("%s: NULL ident (\"%s\") @ %s:%d", call, wmesg, file, line);
 	interlock_check(lock, call, file, line);

@@ -1,25 +1,34 @@
-// Private to sync/ (rwlock.cc; the sleep path reads td_nonsleepable_locks):
+// Private to sync/ (rwlock.cc; the sleep checks read td_nonsleepable_locks):
 // per-thread counts of the non-sleepable locks a thread holds that its lock
 // words cannot tell (rwlock read holds are anonymous).
 //
-// FreeBSD keeps td_rw_rlocks in struct thread.  usmp's struct thread has no
-// field for it, so the counts live in a small hash table keyed by thread,
-// an entry existing only while a count is non-zero.  Only the thread itself
-// changes its entry (k); the table's bucket spin locks keep the chains
-// intact.  The cost (one short spin-locked bucket each rlock and runlock)
-// is paid only by rwlock users.
+// FreeBSD keeps td_rw_rlocks in struct thread; usmp keeps it, with the write
+// holds, in td_sync (runtime/thread.h), which runtime/ reserves for sync/.
+// Invariant: only the thread itself changes or reads its counts (k), so the
+// uncontended rwlock paths pay one plain add, no lock and no atomic.  An
+// interrupt filter never takes an rwlock (it runs in a critical section,
+// which the rwlock paths refuse), so nothing else updates them under us.
 #pragma once
+
+#include "runtime/thread.h"
 
 namespace usmp {
 
-struct thread;
-
 // Add drl to td's count of rwlock read holds and dwl to its rwlock write
 // holds.  Context: td is curthread; any context.
-void tdstate_adjust(thread *td, int drl, int dwl) noexcept;
+inline void
+tdstate_adjust(thread *td, int drl, int dwl) noexcept
+{
+	td->td_sync.ts_rlocks += drl;
+	td->td_sync.ts_wlocks += dwl;
+}
 
 // td's count of rwlock read holds (td_rw_rlocks).  Context: td is curthread.
-int td_rw_rlocks(thread *td) noexcept;
+inline int
+td_rw_rlocks(const thread *td) noexcept
+{
+	return td->td_sync.ts_rlocks;
+}
 
 // The number of non-sleepable sleep locks td holds that the sleep path must
 // refuse: rwlocks, read or write.  (Sleep mutexes are not counted: their
@@ -27,6 +36,10 @@ int td_rw_rlocks(thread *td) noexcept;
 // is caught by propagate_priority's "Sleeping thread ... owns a
 // non-sleepable lock" panic, as in FreeBSD without WITNESS.)  Spin locks
 // show in td_spinlock_count.  Context: td is curthread.
-int td_nonsleepable_locks(thread *td) noexcept;
+inline int
+td_nonsleepable_locks(const thread *td) noexcept
+{
+	return td->td_sync.ts_rlocks + td->td_sync.ts_wlocks;
+}
 
 } // namespace usmp

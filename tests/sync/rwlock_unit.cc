@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <mutex>
 #include <shared_mutex>
@@ -10,8 +11,10 @@
 
 #include "runtime/thread.h"
 #include "support/machine.h"
+#include "sync/condvar.h"
 #include "sync/internal/ts_tdstate.h"
 #include "sync/rwlock.h"
+#include "sync/sleep.h"
 
 using namespace usmp;
 using namespace std::chrono_literals;
@@ -170,5 +173,29 @@ TEST_CASE("rwlock: writers and readers across CPUs keep counters consistent", "[
 		REQUIRE(bad == 0);
 		REQUIRE(a == 4 * 5000);
 		REQUIRE(b == 4 * 5000);
+	});
+}
+
+TEST_CASE("rwlock: an rwlock may be the interlock of a sleep (rw_sleep)",
+    "[unit]")
+{
+	test::machine m(1);
+	m.run([] {
+		rwlock rw("rw interlock");
+		condvar cv("rw cv");
+		thread *td = curthread();
+		int chan;
+		// Write-held and read-held interlocks are released by the sleep
+		// and taken back in the same mode: no "rwlock held" panic.
+		rw.lock();
+		REQUIRE(msleep(&chan, rw, 0, "rwsleep", 1ms) == EWOULDBLOCK);
+		REQUIRE(rw.wowned());
+		REQUIRE(td_nonsleepable_locks(td) == 1);
+		rw.unlock();
+		rw.lock_shared();
+		REQUIRE(cv.timedwait(rw, 1ms) == EWOULDBLOCK);
+		REQUIRE(td_rw_rlocks(td) == 1);
+		rw.unlock_shared();
+		REQUIRE(td_nonsleepable_locks(td) == 0);
 	});
 }
