@@ -36,6 +36,8 @@ sync  runtime/internal/curthread.h
 sched runtime/internal/timeout.h
 sync  runtime/internal/timeout.h
 interrupts runtime/internal/idle.h
+sched runtime/internal/intr_hook.h
+interrupts runtime/internal/intr_hook.h
 '
 # Why: spinlock.h is the raw spin lock under the scheduler (run-queue and
 # thread locks are spinlocks; sync/'s spin_mutex and turnstiles take them).
@@ -46,7 +48,10 @@ interrupts runtime/internal/idle.h
 # lending), as FreeBSD's turnstiles and sleep queues call into the
 # scheduler.  idle.h is how interrupts/' ring backend plugs into the idle
 # park and the machine's boot and shutdown (the controller is a device
-# driver of runtime/'s CPUs).  Tests are white-box besides:
+# driver of runtime/'s CPUs).  intr_hook.h carries interrupt delivery
+# (interrupt events) and the subsystems' boot, shutdown and tick hooks from
+# runtime/ and sched/ up to interrupts/, which they may not include.  Tests
+# are white-box besides:
 # tests/<component>/ may include <component>/internal/ and what
 # <component>/ itself may include.
 

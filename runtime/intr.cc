@@ -40,6 +40,7 @@
 
 #include "runtime/critical.h"
 #include "runtime/internal/idle.h"
+#include "runtime/internal/intr_hook.h"
 #include "runtime/internal/machine.h"
 #include "runtime/internal/seam.h"
 #include "runtime/panic.h"
@@ -173,6 +174,19 @@ preempt_handler(int, siginfo_t *, void *ucv) noexcept
 		    td->td_owepreempt != 0)
 			owe |= OWEPREEMPT_PRI;
 	}
+	// Interrupts queued for this CPU (interrupt point 2 of
+	// runtime/internal/intr_hook.h): deliver them now if the thread was
+	// in no critical or spinlock section, else at its outermost exit.  A
+	// filter that woke a better ithread left OWEPREEMPT_PRI behind.
+	if (pc->pc_intr_pending.load(std::memory_order_relaxed) != 0 &&
+	    !(td->td_flags & TDF_IDLETD)) {
+		if (crit == 0 && spin == 0) {
+			intr_deliver_pending(pc);
+			owe |= td->td_owepreempt & OWEPREEMPT_PRI;
+		} else {
+			td->td_owepreempt = td->td_owepreempt | OWEPREEMPT_INTR;
+		}
+	}
 	std::atomic_signal_fence(std::memory_order_seq_cst);
 	td->td_critnest = crit;
 	if (owe == 0 || (td->td_flags & TDF_IDLETD)) {
@@ -302,6 +316,7 @@ hardclock_main() noexcept
 		g_ticks.store(++t, std::memory_order_relaxed);
 		sched_hardclock(t);
 		intr_pending_kick();
+		sysinit_tick(t);
 	}
 }
 

@@ -27,6 +27,7 @@
 
 #include "runtime/critical.h"
 #include "runtime/internal/idle.h"
+#include "runtime/internal/intr_hook.h"
 #include "runtime/internal/machine.h"
 #include "runtime/internal/seam.h"
 #include "runtime/machine.h"
@@ -44,6 +45,10 @@ std::mutex g_boot_mtx;
 std::vector<std::thread> g_cpu_threads;
 std::atomic<int> g_cpus_ready{0};
 std::atomic<int> g_cpus_in_idle_exit{0};
+
+// The sysinits (runtime/internal/intr_hook.h), sorted by si_order.
+// Written only by static initialisers, before any machine runs.
+sysinit *g_sysinits = nullptr;
 
 const char *
 state_name(const thread *td) noexcept
@@ -102,6 +107,25 @@ cpu_main(pcpu *pc) noexcept
 } // namespace
 
 std::atomic<bool> g_machine_stopping{false};
+std::atomic<intr_deliver_fn> g_intr_deliver{nullptr};
+
+void
+sysinit_register(sysinit *h) noexcept
+{
+	sysinit **pp = &g_sysinits;
+	while (*pp != nullptr && (*pp)->si_order <= h->si_order)
+		pp = &(*pp)->si_next;
+	h->si_next = *pp;
+	*pp = h;
+}
+
+void
+sysinit_tick(uint64_t ticks) noexcept
+{
+	for (sysinit *h = g_sysinits; h != nullptr; h = h->si_next)
+		if (h->si_tick != nullptr)
+			h->si_tick(ticks);
+}
 
 bool
 machine_running() noexcept
@@ -185,6 +209,9 @@ machine_boot(const machine_config &cfg) noexcept
 		std::this_thread::yield();
 	g_machine.ms_running.store(true, std::memory_order_release);
 	hardclock_start();
+	for (sysinit *h = g_sysinits; h != nullptr; h = h->si_next)
+		if (h->si_boot != nullptr)
+			h->si_boot();
 	return 0;
 }
 
@@ -197,6 +224,15 @@ machine_shutdown() noexcept
 	if (curpcpu_fast() != nullptr)
 		panic("machine_shutdown() called from a green thread \"%s\"",
 		    curthread_fast()->td_name);
+	// The hooks end their green threads (softclocks, taskqueue threads)
+	// while the machine still runs, in the reverse order of boot.
+	sysinit *rev[32];
+	int nrev = 0;
+	for (sysinit *h = g_sysinits; h != nullptr && nrev < 32; h = h->si_next)
+		rev[nrev++] = h;
+	while (nrev > 0)
+		if (rev[--nrev]->si_shutdown != nullptr)
+			rev[nrev]->si_shutdown();
 	g_machine_stopping.store(true, std::memory_order_seq_cst);
 	hardclock_stop();
 	for (int c = 0; c < g_machine.ms_ncpus; c++) {

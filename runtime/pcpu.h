@@ -33,6 +33,10 @@ struct alignas(64) pcpu {
 	uint64_t pc_switchticks = 0;        // (k) tick of the last switch
 	std::atomic<uint32_t> pc_idle_word{0}; // (a) park futex: 0 running, 1 parked
 	std::atomic<uint32_t> pc_ipi_pending{0}; // (a) an IPI is pending
+	// (a) interrupts are queued for this CPU (interrupts/): set seq_cst by
+	// the firer before it kicks the CPU, exchanged to 0 by the CPU before
+	// it takes the queue (runtime/internal/intr_hook.h).
+	std::atomic<uint32_t> pc_intr_pending{0};
 	int pc_pu = -1;                     // (c) processing unit it is pinned to
 	// Counters (k), read racily by observers.
 	uint64_t pc_cnt_switches = 0;

@@ -38,6 +38,7 @@
 #include <new>
 
 #include "runtime/critical.h"
+#include "runtime/internal/intr_hook.h"
 #include "runtime/internal/machine.h"
 #include "runtime/internal/seam.h"
 #include "runtime/panic.h"
@@ -131,6 +132,16 @@ critical_exit_preempt() noexcept
 	    (td->td_flags & (TDF_FOREIGN | TDF_IDLETD)) != 0) {
 		td->td_owepreempt = 0;
 		return;
+	}
+	// Interrupts queued while we were in the section (interrupt point 3,
+	// runtime/internal/intr_hook.h).  Delivering them opens and closes a
+	// spinlock section of its own, whose exit takes any preemption a
+	// woken ithread asked for; what is still owed after that is ours.
+	if (td->td_owepreempt & OWEPREEMPT_INTR) {
+		td->td_owepreempt = td->td_owepreempt & ~OWEPREEMPT_INTR;
+		intr_deliver_pending(curpcpu_fast());
+		if (td->td_owepreempt == 0)
+			return;
 	}
 	// We committed to switch: keep the signal handler from preempting us
 	// again while we spin for the thread lock.

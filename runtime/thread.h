@@ -71,6 +71,7 @@ enum : uint32_t {
 	TDF_ASYNCPREEMPT = 0x0020, // switched out from the preemption signal
 	TDF_TIMEOUT = 0x0040,     // sleep ended by its timeout
 	TDF_NOSLEEPING = 0x0080,  // may not sleep (idle, filters)
+	TDF_INFILTER = 0x0100,    // running an interrupt filter (interrupts/)
 };
 
 // Entry of a thread: the callable was constructed in td_arg; td_entry runs

@@ -65,6 +65,7 @@
 #include "runtime/critical.h"
 #include "runtime/machine.h"
 #include "runtime/internal/curthread.h"
+#include "runtime/internal/intr_hook.h"
 #include "runtime/internal/seam.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
@@ -769,6 +770,13 @@ sched_idle_loop(pcpu *pc) noexcept
 	for (;;) {
 		if (machine_stopping())
 			return;
+		// Interrupt point 1 (runtime/internal/intr_hook.h): filters run
+		// here on the idle thread; an ithread they wake shows in the load.
+		if (pc->pc_intr_pending.load(std::memory_order_acquire) != 0) {
+			intr_deliver_pending(pc);
+			spin_start = 0;
+			continue;
+		}
 		if (q->tdq_load.load(std::memory_order_acquire) > 0) {
 			uint64_t sw = pc->pc_cnt_switches;
 			thread_lock(idle);
@@ -816,6 +824,7 @@ sched_idle_loop(pcpu *pc) noexcept
 		stack_cache_trim();
 		q->tdq_cpu_idle.store(1, std::memory_order_seq_cst);
 		if (q->tdq_load.load(std::memory_order_seq_cst) > 0 ||
+		    pc->pc_intr_pending.load(std::memory_order_seq_cst) != 0 ||
 		    machine_stopping()) {
 			q->tdq_cpu_idle.store(0, std::memory_order_relaxed);
 			continue;
@@ -941,6 +950,23 @@ sched_ipi_retry(pcpu *pc) noexcept
 	tdq *q = static_cast<tdq *>(pc->pc_sched);
 	q->tdq_owepreempt.store(1, std::memory_order_relaxed);
 	q->tdq_retry_ipi.store(1, std::memory_order_relaxed);
+}
+
+void
+sched_intr_kick(int cpu) noexcept
+{
+	if (cpu < 0 || cpu >= ss.ncpus)
+		return;
+	tdq *q = tdq_of(cpu);
+	// Pairs with the idle loop's seq_cst store of its park word and its
+	// re-read of pc_intr_pending: either it sees the pending word, or we
+	// see it parked and wake it.
+	if (q->tdq_cpu_idle.load(std::memory_order_seq_cst) != 0) {
+		if (q->tdq_cpu_idle.exchange(0, std::memory_order_seq_cst) != 0)
+			ipi_wake(q->tdq_pcpu, &q->tdq_cpu_idle);
+		return;
+	}
+	ipi_preempt(q->tdq_pcpu);
 }
 
 int

@@ -46,6 +46,8 @@ thread *thread_make_idle(int cpu) noexcept;
 void preempt_init() noexcept;
 void hardclock_start() noexcept;
 void hardclock_stop() noexcept;
+// runtime/machine.cc: the machine hooks' si_tick, from the hardclock.
+void sysinit_tick(uint64_t ticks) noexcept;
 
 // runtime/topology.cc
 int topology_npus() noexcept;
