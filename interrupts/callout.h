@@ -1,0 +1,194 @@
+// Callouts (callout(9)): run a function once, at or after a time, on a CPU.
+//
+//     usmp::callout c;
+//     callout_init_mtx(&c, sc->mtx, 0);       // the handler runs with sc->mtx held
+//     sc->mtx.lock();
+//     callout_reset(&c, 10ms, tick, sc);      // in 10 ms, on c's CPU
+//     sc->mtx.unlock();
+//     ...
+//     callout_drain(&c);                      // before freeing c or sc->mtx
+//
+// Each CPU has a callout wheel, run by its softclock: a software interrupt
+// ("clock (N)", SWI_CLOCK, bound to CPU N) that the hardclock schedules when
+// a slot of the wheel comes due.  A handler runs on its callout's CPU, in
+// that softclock's ithread: at interrupt priority, with sleeping forbidden
+// (it may take sleep mutexes), with the callout's lock held if it has one
+// (Giant for callout_init(c, false)).  Resolution: 1 ms slots; a callout
+// never runs early.
+//
+// Results, as callout(9):
+//   callout_reset*: 1 if a pending call was cancelled (or a call waiting for
+//     the callout's lock, which the caller holds), else 0.
+//   callout_stop / callout_drain: 1 if a pending call was stopped (or a
+//     call waiting for the lock the caller holds was cancelled); 0 if the
+//     handler is running and could not be stopped (a pending re-run is
+//     unscheduled; callout_drain waited for the handler to finish); -1 if
+//     it was neither pending nor running.
+// callout_stop and callout_reset clear/set "active"; the handler's own
+// pending/active/deactivate idiom works as callout(9)'s "Avoiding Race
+// Conditions" describes.
+//
+// The lock protocol, the wheel and the races are described at the top of
+// interrupts/callout.cc.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <type_traits>
+
+#include "runtime/thread.h"
+#include "sync/lock.h"
+
+namespace usmp {
+
+using callout_func_t = void (*)(void *arg);
+
+// callout_init_mtx() flags and callout_reset_sbt() flags (sys/callout.h).
+enum : int {
+	CALLOUT_RETURNUNLOCKED = 0x0010, // the handler releases the lock itself
+	CALLOUT_SHAREDLOCK = 0x0020,     // an rwlock is taken shared
+	C_ABSOLUTE = 0x0200,             // the time is a clock_ns() value
+};
+
+// callout_flags (c_flags / c_iflags), readable through callout_pending()
+// and callout_active().
+enum : int {
+	CALLOUT_ACTIVE = 0x0002,    // (c_flags) set by reset, cleared by stop
+	CALLOUT_PENDING = 0x0004,   // (c_iflags) scheduled, not yet started
+	CALLOUT_MPSAFE = 0x0008,    // no lock
+	CALLOUT_PROCESSED = 0x0040, // (c_iflags) on the softclock's expired list
+	CALLOUT_DFRMIGRATION = 0x0080, // (c_iflags) moves CPU when its run ends
+};
+
+// The callout.  Locking key: (w) the wheel lock of the callout's CPU
+// (c_cpu; interrupts/callout.cc); (l) its lock (c_lock) or the wheel lock;
+// (a) atomic, relaxed (read racily by callout_pending/active, as in the
+// kernel).
+struct callout {
+	callout *c_next = nullptr;          // (w) bucket / expired list links
+	callout *c_prev = nullptr;          // (w)
+	uint64_t c_time = 0;                // (w) when it is due, clock_ns()
+	callout_func_t c_func = nullptr;    // (w)
+	void *c_arg = nullptr;              // (w)
+	lock_object *c_lock = nullptr;      // (c) after init
+	std::atomic<int> c_flags{0};        // (a) CALLOUT_ACTIVE; (l) writes
+	std::atomic<int> c_iflags{0};       // (a) PENDING, PROCESSED, ...; (w) writes
+	std::atomic<int> c_cpu{0};          // (a) its CPU; CPUBLOCK while moving
+	int c_bucket = -1;                  // (w) wheel slot, or -1
+	int c_initflags = 0;                // (c) RETURNUNLOCKED, SHAREDLOCK, MPSAFE
+	uint32_t c_magic = 0;               // (c) initialised
+};
+
+// Initialise c: mpsafe false runs the handler with Giant held.  The callout
+// starts on CPU 0.  Context: any.
+void callout_init(callout *c, bool mpsafe) noexcept;
+// Initialise c with `lock` (a sleep mutex or an rwlock; spin mutexes and
+// sleepable locks panic "callout_init_lock: invalid lock class"): the
+// handler runs with it held; callout_reset/stop must be called with it
+// held, and then a call waiting for the lock is cancelled atomically.
+// flags: CALLOUT_RETURNUNLOCKED, CALLOUT_SHAREDLOCK.  Context: any.
+void callout_init_lock(callout *c, lock_object *lock, int flags) noexcept;
+template <class L>
+    requires requires(L &l) { { l.lo() } -> std::same_as<lock_object *>; }
+inline void
+callout_init_mtx(callout *c, L &lock, int flags) noexcept
+{
+	callout_init_lock(c, lock.lo(), flags);
+}
+template <class L>
+    requires requires(L &l) { { l.lo() } -> std::same_as<lock_object *>; }
+inline void
+callout_init_rw(callout *c, L &lock, int flags) noexcept
+{
+	callout_init_lock(c, lock.lo(), flags);
+}
+
+// Schedule c: fn(arg) at `when` (relative, or a clock_ns() time with
+// C_ABSOLUTE) on `cpu` (NOCPU: the callout's current CPU).  `precision` is
+// accepted for the kernel's signature (slots are 1 ms).  Returns 1 if a
+// pending call was cancelled, else 0.  Context: any but a signal handler;
+// with the callout's lock held if it has one (panics otherwise).
+int callout_reset_sbt_on(callout *c, std::chrono::nanoseconds when,
+    std::chrono::nanoseconds precision, callout_func_t fn, void *arg, int cpu,
+    int flags, const char *file = __builtin_FILE(),
+    int line = __builtin_LINE()) noexcept;
+
+inline int
+callout_reset_sbt(callout *c, std::chrono::nanoseconds when,
+    std::chrono::nanoseconds precision, callout_func_t fn, void *arg,
+    int flags, const char *file = __builtin_FILE(),
+    int line = __builtin_LINE()) noexcept
+{
+	return callout_reset_sbt_on(c, when, precision, fn, arg, NOCPU, flags,
+	    file, line);
+}
+inline int
+callout_reset_on(callout *c, std::chrono::nanoseconds d, callout_func_t fn,
+    void *arg, int cpu, const char *file = __builtin_FILE(),
+    int line = __builtin_LINE()) noexcept
+{
+	return callout_reset_sbt_on(c, d, std::chrono::nanoseconds::zero(), fn,
+	    arg, cpu, 0, file, line);
+}
+inline int
+callout_reset(callout *c, std::chrono::nanoseconds d, callout_func_t fn,
+    void *arg, const char *file = __builtin_FILE(),
+    int line = __builtin_LINE()) noexcept
+{
+	return callout_reset_on(c, d, fn, arg, NOCPU, file, line);
+}
+// On the caller's CPU.  Context: a green thread.
+int callout_reset_curcpu(callout *c, std::chrono::nanoseconds d,
+    callout_func_t fn, void *arg, const char *file = __builtin_FILE(),
+    int line = __builtin_LINE()) noexcept;
+// Again, with the function and argument of the last reset.
+inline int
+callout_schedule(callout *c, std::chrono::nanoseconds d,
+    const char *file = __builtin_FILE(), int line = __builtin_LINE()) noexcept
+{
+	return callout_reset_on(c, d, c->c_func, c->c_arg, NOCPU, file, line);
+}
+inline int
+callout_schedule_on(callout *c, std::chrono::nanoseconds d, int cpu,
+    const char *file = __builtin_FILE(), int line = __builtin_LINE()) noexcept
+{
+	return callout_reset_on(c, d, c->c_func, c->c_arg, cpu, file, line);
+}
+
+// Stop c (results above).  Context: any but a signal handler; with the
+// callout's lock held if it has one, for the lock-cancel guarantee.
+int callout_stop(callout *c, const char *file = __builtin_FILE(),
+    int line = __builtin_LINE()) noexcept;
+// Stop c and wait for a running handler to finish.  Context: may sleep;
+// not holding the callout's lock (or any lock the handler takes).
+int callout_drain(callout *c, const char *file = __builtin_FILE(),
+    int line = __builtin_LINE()) noexcept;
+
+// Context: any.
+inline bool
+callout_pending(const callout *c) noexcept
+{
+	return (c->c_iflags.load(std::memory_order_relaxed) & CALLOUT_PENDING) != 0;
+}
+inline bool
+callout_active(const callout *c) noexcept
+{
+	return (c->c_flags.load(std::memory_order_relaxed) & CALLOUT_ACTIVE) != 0;
+}
+inline void
+callout_deactivate(callout *c) noexcept
+{
+	c->c_flags.fetch_and(~CALLOUT_ACTIVE, std::memory_order_relaxed);
+}
+
+// USMP_INVARIANTS: a handler that runs longer than this is reported
+// ("Expensive callout(9) function"), the kernel's DIAGNOSTIC check; the
+// default is 2 ms; 0 turns it off.  Context: any.
+void callout_set_slow_threshold(std::chrono::nanoseconds t) noexcept;
+// How many handlers were reported as slow since the process started.
+uint64_t callout_slow_count() noexcept;
+// Callouts pending on a CPU (for tests and reports).  Context: any.
+int callout_pending_count(int cpu) noexcept;
+
+} // namespace usmp

@@ -1,0 +1,487 @@
+// callout(9): firing on the callout's CPU, the stop results 1 / 0 / -1,
+// drain, the lock protocol (a call waiting for the lock the stopper holds is
+// cancelled), Giant, migration, absolute times, pending/active, and the
+// slow-handler report.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+
+#include "interrupts/callout.h"
+#include "runtime/config.h"
+#include "runtime/machine.h"
+#include "runtime/thread.h"
+#include "sched/sched.h"
+#include "support/death.h"
+#include "support/machine.h"
+#include "sync/mutex.h"
+#include "sync/rwlock.h"
+#include "sync/sleep.h"
+
+using namespace std::chrono_literals;
+using namespace usmp;
+
+namespace {
+
+template <class P>
+bool
+wait_for(P pred)
+{
+	for (int i = 0; i < 20000 && !pred(); i++)
+		thread_sleep(1ms);
+	return pred();
+}
+
+struct rec {
+	std::atomic<int> runs{0};
+	std::atomic<int> cpu{-2};
+	std::atomic<bool> giant{false};
+	std::atomic<bool> locked{false};
+	std::atomic<bool> nosleep{false};
+	std::atomic<bool> pending_in_handler{true};
+	mutex *mtx = nullptr;
+	callout *c = nullptr;
+	// For the "running" tests: the handler waits until released.
+	std::atomic<bool> entered{false};
+	std::atomic<bool> release{true};
+};
+
+void
+record(void *arg)
+{
+	auto *r = static_cast<rec *>(arg);
+	r->cpu = curcpu();
+	r->giant = Giant.owned();
+	r->locked = r->mtx != nullptr && r->mtx->owned();
+	r->nosleep = (curthread()->td_flags & TDF_NOSLEEPING) != 0;
+	if (r->c != nullptr)
+		r->pending_in_handler = callout_pending(r->c);
+	r->entered = true;
+	while (!r->release.load())
+		__builtin_ia32_pause(); // may not sleep: spin
+	r->runs++;
+}
+
+// The same, without sleeping (WITNESS forbids sleeping with a mutex held):
+// yield, so that the softclock's ithread gets the CPU.
+template <class P>
+bool
+yield_until(P pred)
+{
+	uint64_t end = clock_ns() + 20000000000ull;
+	while (!pred() && clock_ns() < end)
+		thread_yield();
+	return pred();
+}
+
+void
+yield_for(std::chrono::nanoseconds d)
+{
+	uint64_t end = clock_ns() + static_cast<uint64_t>(d.count());
+	while (clock_ns() < end)
+		thread_yield();
+}
+
+} // namespace
+
+TEST_CASE("a callout runs once, later, on its CPU, and not sleepable",
+    "[unit][callout]")
+{
+	test::machine m(4);
+	m.run([] {
+		callout c;
+		callout_init(&c, true);
+		rec r;
+		r.c = &c;
+		CHECK(!callout_pending(&c));
+		CHECK(!callout_active(&c));
+		uint64_t t0 = clock_ns();
+		CHECK(callout_reset_on(&c, 5ms, record, &r, 2) == 0);
+		CHECK(callout_pending(&c));
+		CHECK(callout_active(&c));
+		REQUIRE(wait_for([&] { return r.runs == 1; }));
+		CHECK(clock_ns() - t0 >= 5000000); // never early
+		CHECK(r.cpu == 2);
+		CHECK(!r.giant);
+		CHECK(r.nosleep);
+		CHECK(!r.pending_in_handler); // pending clears before the call
+		CHECK(!callout_pending(&c));
+		CHECK(callout_active(&c)); // until stop or deactivate
+		callout_deactivate(&c);
+		CHECK(!callout_active(&c));
+		thread_sleep(10ms);
+		CHECK(r.runs == 1);
+		CHECK(callout_drain(&c) == -1);
+	});
+}
+
+TEST_CASE("callout_stop returns 1 for a pending call, -1 for none",
+    "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		callout c;
+		callout_init(&c, true);
+		rec r;
+		CHECK(callout_stop(&c) == -1);
+		CHECK(callout_reset(&c, 10s, record, &r) == 0);
+		CHECK(callout_reset(&c, 10s, record, &r) == 1); // re-armed
+		CHECK(callout_pending_count(0) == 1);
+		CHECK(callout_stop(&c) == 1);
+		CHECK(!callout_pending(&c));
+		CHECK(!callout_active(&c));
+		CHECK(callout_pending_count(0) == 0);
+		CHECK(callout_stop(&c) == -1);
+		CHECK(r.runs == 0);
+		// callout_schedule reuses the function and argument.
+		CHECK(callout_schedule(&c, 1ms) == 0);
+		REQUIRE(wait_for([&] { return r.runs == 1; }));
+		CHECK(callout_drain(&c) == -1);
+	});
+}
+
+TEST_CASE("callout_stop of a running handler returns 0; callout_drain "
+	  "waits for it", "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		callout c;
+		callout_init(&c, true);
+		rec r;
+		r.release = false;
+		callout_reset_on(&c, 1ms, record, &r, 1);
+		REQUIRE(wait_for([&] { return r.entered.load(); }));
+		CHECK(!callout_pending(&c));
+		CHECK(callout_stop(&c) == 0); // running: cannot be stopped
+		CHECK(!callout_active(&c));
+		// A re-run scheduled while it runs is unscheduled by stop (0).
+		CHECK(callout_reset_on(&c, 1ms, record, &r, 1) == 0);
+		CHECK(callout_pending(&c));
+		CHECK(callout_stop(&c) == 0);
+		CHECK(!callout_pending(&c));
+		// Drain from another thread: it returns only after the handler.
+		std::atomic<int> drained{-5};
+		std::atomic<int> runs_at_drain{-1};
+		green_thread d([&] {
+			drained = callout_drain(&c);
+			runs_at_drain = r.runs.load();
+		});
+		thread_sleep(5ms);
+		CHECK(drained == -5); // still waiting
+		r.release = true;
+		d.join();
+		CHECK(drained == 0);
+		CHECK(runs_at_drain == 1);
+		thread_sleep(5ms);
+		CHECK(r.runs == 1); // the unscheduled re-run never happened
+	});
+}
+
+TEST_CASE("a callout that reschedules itself does not come back after "
+	  "callout_drain", "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		struct self {
+			callout c;
+			std::atomic<int> runs{0};
+		} s;
+		callout_init(&s.c, true);
+		auto fn = [](void *arg) {
+			auto *p = static_cast<self *>(arg);
+			p->runs++;
+			callout_schedule(&p->c, 1ms);
+		};
+		callout_reset(&s.c, 1ms, fn, &s);
+		REQUIRE(wait_for([&] { return s.runs >= 3; }));
+		int r = callout_drain(&s.c);
+		CHECK((r == 0 || r == 1));
+		int after = s.runs;
+		CHECK(!callout_pending(&s.c));
+		thread_sleep(10ms);
+		CHECK(s.runs == after);
+	});
+}
+
+TEST_CASE("callout_init_mtx: the handler runs with the mutex held; a stop "
+	  "while it waits for the mutex cancels it", "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		mutex mtx("softc");
+		callout c;
+		callout_init_mtx(&c, mtx, 0);
+		rec r;
+		r.mtx = &mtx;
+		mtx.lock();
+		CHECK(callout_reset_on(&c, 1ms, record, &r, 1) == 0);
+		mtx.unlock();
+		REQUIRE(wait_for([&] { return r.runs == 1; }));
+		CHECK(r.locked);
+		CHECK(!mtx.owned());
+
+		// Hold the mutex across the due time: the softclock takes the
+		// callout off the wheel (pending clears) and waits for the mutex.
+		mtx.lock();
+		CHECK(callout_reset_on(&c, 1ms, record, &r, 1) == 0);
+		REQUIRE(yield_until([&] { return !callout_pending(&c); }));
+		yield_for(2ms);
+		CHECK(r.runs == 1);
+		CHECK(callout_stop(&c) == 1); // cancelled while waiting
+		mtx.unlock();
+		// The softclock may still be returning the mutex (0).
+		int dr = callout_drain(&c);
+		CHECK((dr == -1 || dr == 0));
+		thread_sleep(5ms);
+		CHECK(r.runs == 1); // never ran
+
+		// Same race, settled by a reset instead: it returns 1 and the
+		// new call runs once.
+		mtx.lock();
+		callout_reset_on(&c, 1ms, record, &r, 1);
+		REQUIRE(yield_until([&] { return !callout_pending(&c); }));
+		CHECK(callout_reset_on(&c, 1ms, record, &r, 1) == 1);
+		mtx.unlock();
+		REQUIRE(wait_for([&] { return r.runs == 2; }));
+		thread_sleep(5ms);
+		CHECK(r.runs == 2);
+		CHECK(callout_drain(&c) == -1);
+	});
+}
+
+TEST_CASE("CALLOUT_RETURNUNLOCKED: the handler releases the lock",
+    "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		static mutex mtx("returnunlocked");
+		static std::atomic<int> runs{0};
+		callout c;
+		callout_init_mtx(&c, mtx, CALLOUT_RETURNUNLOCKED);
+		mtx.lock();
+		callout_reset(&c, 1ms, [](void *) {
+			CHECK(mtx.owned());
+			runs++;
+			mtx.unlock();
+		}, nullptr);
+		mtx.unlock();
+		REQUIRE(wait_for([&] { return runs == 1; }));
+		mtx.lock(); // would panic on recursion if the softclock kept it
+		mtx.unlock();
+		CHECK(callout_drain(&c) == -1);
+	});
+}
+
+TEST_CASE("a callout on an rwlock runs with it write-locked, or read-locked "
+	  "with CALLOUT_SHAREDLOCK", "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		static rwlock rw("cfg");
+		static std::atomic<int> w{0}, r{0};
+		callout cw, cr;
+		callout_init_rw(&cw, rw, 0);
+		callout_init_rw(&cr, rw, CALLOUT_SHAREDLOCK);
+		rw.lock();
+		callout_reset(&cw, 1ms, [](void *) {
+			if (rw.wowned())
+				w++;
+		}, nullptr);
+		rw.unlock();
+		rw.lock_shared();
+		callout_reset(&cr, 1ms, [](void *) { r++; }, nullptr);
+		rw.unlock_shared();
+		REQUIRE(wait_for([&] { return w == 1 && r == 1; }));
+		CHECK(callout_drain(&cw) == -1);
+		CHECK(callout_drain(&cr) == -1);
+	});
+}
+
+TEST_CASE("callout_init(c, false) runs the handler under Giant",
+    "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		callout c;
+		callout_init(&c, false);
+		rec r;
+		callout_reset(&c, 1ms, record, &r);
+		REQUIRE(wait_for([&] { return r.runs == 1; }));
+		CHECK(r.giant);
+		CHECK(callout_drain(&c) == -1);
+	});
+}
+
+TEST_CASE("callouts move between CPUs, also while running (deferred)",
+    "[unit][callout]")
+{
+	test::machine m(4);
+	m.run([] {
+		callout c;
+		callout_init(&c, true);
+		rec r;
+		for (int cpu : {3, 0, 2}) {
+			int before = r.runs;
+			callout_reset_on(&c, 1ms, record, &r, cpu);
+			REQUIRE(wait_for([&] { return r.runs > before; }));
+			CHECK(r.cpu == cpu);
+		}
+		// Reset to CPU 1 while it runs on CPU 2: it moves afterwards.
+		r.release = false;
+		r.entered = false;
+		callout_reset_on(&c, 1ms, record, &r, 2);
+		REQUIRE(wait_for([&] { return r.entered.load(); }));
+		CHECK(callout_reset_on(&c, 1ms, record, &r, 1) == 0);
+		CHECK(callout_pending(&c));
+		r.release = true;
+		REQUIRE(wait_for([&] { return r.runs == 5; }));
+		CHECK(r.cpu == 1);
+		CHECK(callout_drain(&c) == -1);
+		// A deferred move that is stopped does not happen.
+		r.release = false;
+		r.entered = false;
+		callout_reset_on(&c, 1ms, record, &r, 0);
+		REQUIRE(wait_for([&] { return r.entered.load(); }));
+		callout_reset_on(&c, 1ms, record, &r, 3);
+		CHECK(callout_stop(&c) == 0); // running; the move is cancelled
+		CHECK(!callout_pending(&c));
+		r.release = true;
+		REQUIRE(wait_for([&] { return r.runs == 6; }));
+		thread_sleep(5ms);
+		CHECK(r.runs == 6);
+		CHECK(callout_drain(&c) == -1);
+	});
+}
+
+TEST_CASE("C_ABSOLUTE and callout_reset_curcpu", "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		callout c;
+		callout_init(&c, true);
+		rec r;
+		uint64_t at = clock_ns() + 3000000;
+		callout_reset_sbt(&c, std::chrono::nanoseconds(at), 0ns, record,
+		    &r, C_ABSOLUTE);
+		REQUIRE(wait_for([&] { return r.runs == 1; }));
+		CHECK(clock_ns() >= at);
+		sched_pin();
+		int me = curcpu();
+		callout_reset_curcpu(&c, 1ms, record, &r);
+		sched_unpin();
+		REQUIRE(wait_for([&] { return r.runs == 2; }));
+		CHECK(r.cpu == me);
+		CHECK(callout_drain(&c) == -1);
+	});
+}
+
+TEST_CASE("many callouts, far and near, all fire once", "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		constexpr int N = 300;
+		static callout cs[N];
+		static std::atomic<int> hits[N];
+		for (int i = 0; i < N; i++) {
+			hits[i] = 0;
+			callout_init(&cs[i], true);
+			// Spread over more than one turn of the 256-slot wheel.
+			callout_reset_on(&cs[i], std::chrono::milliseconds(i % 300),
+			    [](void *a) { hits[reinterpret_cast<intptr_t>(a)]++; },
+			    reinterpret_cast<void *>(static_cast<intptr_t>(i)), i % 2);
+		}
+		REQUIRE(wait_for([&] {
+			for (int i = 0; i < N; i++)
+				if (hits[i] == 0)
+					return false;
+			return true;
+		}));
+		thread_sleep(5ms);
+		for (int i = 0; i < N; i++)
+			CHECK(hits[i] == 1);
+		CHECK(callout_pending_count(0) == 0);
+		CHECK(callout_pending_count(1) == 0);
+	});
+}
+
+TEST_CASE("a slow callout handler is reported under USMP_INVARIANTS",
+    "[unit][callout]")
+{
+	if (!config::invariants)
+		return;
+	test::machine m(1);
+	m.run([] {
+		callout_set_slow_threshold(1ms);
+		uint64_t before = callout_slow_count();
+		callout c;
+		callout_init(&c, true);
+		static std::atomic<int> done{0};
+		callout_reset(&c, 1ms, [](void *) {
+			uint64_t t = clock_ns();
+			while (clock_ns() - t < 5000000)
+				__builtin_ia32_pause();
+			done++;
+		}, nullptr);
+		REQUIRE(wait_for([&] { return done == 1; }));
+		thread_sleep(2ms);
+		CHECK(callout_slow_count() == before + 1);
+		callout_set_slow_threshold(2ms);
+		CHECK(callout_drain(&c) == -1);
+	});
+}
+
+// ---- Misuse.
+
+TEST_CASE("callout_reset without the callout's mutex panics", "[death][callout]")
+{
+	auto r = test::run_death("reset unlocked", [] {
+		usmp::run({.ncpus = 1}, [] {
+			mutex mtx("unheld softc");
+			callout c;
+			callout_init_mtx(&c, mtx, 0);
+			callout_reset(&c, 1ms, [](void *) {}, nullptr);
+		});
+	});
+	USMP_REQUIRE_DEATH(r, "unheld softc");
+	CHECK(r.contains("callout_unit.cc"));
+}
+
+TEST_CASE("a callout on a spin mutex panics", "[death][callout]")
+{
+	auto r = test::run_death("spin callout", [] {
+		spin_mutex sm("spinny");
+		callout c;
+		callout_init_lock(&c, sm.lo(), 0);
+	});
+	USMP_REQUIRE_DEATH(r, "callout_init_lock: invalid lock class");
+	CHECK(r.contains("spinny"));
+}
+
+TEST_CASE("an uninitialised callout panics", "[death][callout]")
+{
+	auto r = test::run_death("uninit callout", [] {
+		usmp::run({.ncpus = 1}, [] {
+			callout c;
+			callout_reset(&c, 1ms, [](void *) {}, nullptr);
+		});
+	});
+	USMP_REQUIRE_DEATH(r, "callout_reset: callout");
+	CHECK(r.contains("not initialized"));
+}
+
+TEST_CASE("sleeping in a callout handler panics", "[death][callout]")
+{
+	auto r = test::run_death("sleepy callout", [] {
+		usmp::run({.ncpus = 1}, [] {
+			callout c;
+			callout_init(&c, true);
+			static std::atomic<bool> never{false};
+			callout_reset(&c, 1ms, [](void *) {
+				usmp::pause("zzz", 1ms);
+			}, nullptr);
+			while (!never)
+				thread_sleep(1ms);
+		});
+	}, {.timeout = std::chrono::seconds(30)});
+	USMP_REQUIRE_DEATH(r, "sleeping on \"zzz\" with sleeping prohibited");
+}

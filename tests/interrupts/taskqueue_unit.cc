@@ -1,0 +1,240 @@
+// taskqueue(9): coalescing (the pending count reaches the handler),
+// priority order, cancel (EBUSY while running), drain, drain_all, thread
+// pools, timeout tasks, the fast queue from a filter, and the ready-made
+// queues.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <vector>
+
+#include "interrupts/intr_event.h"
+#include "interrupts/taskqueue.h"
+#include "runtime/machine.h"
+#include "runtime/thread.h"
+#include "support/machine.h"
+#include "sync/mutex.h"
+
+using namespace std::chrono_literals;
+using namespace usmp;
+
+namespace {
+
+template <class P>
+bool
+wait_for(P pred)
+{
+	for (int i = 0; i < 20000 && !pred(); i++)
+		thread_sleep(1ms);
+	return pred();
+}
+
+struct counter {
+	std::atomic<int> runs{0};
+	std::atomic<int> pending_sum{0};
+	std::atomic<int> last_pending{0};
+	std::atomic<bool> entered{false};
+	std::atomic<bool> release{true};
+};
+
+void
+count_fn(void *ctx, int pending)
+{
+	auto *c = static_cast<counter *>(ctx);
+	c->entered = true;
+	while (!c->release.load())
+		thread_sleep(1ms);
+	c->last_pending = pending;
+	c->pending_sum += pending;
+	c->runs++;
+}
+
+} // namespace
+
+TEST_CASE("enqueues of a pending task coalesce; the handler gets the count",
+    "[unit][taskqueue]")
+{
+	test::machine m(2);
+	m.run([] {
+		taskqueue *tq = taskqueue_create("coalesce", nullptr, nullptr);
+		REQUIRE(tq != nullptr);
+		counter c;
+		task t;
+		task_init(&t, 0, count_fn, &c);
+		for (int i = 0; i < 5; i++)
+			CHECK(taskqueue_enqueue(tq, &t) == 0);
+		CHECK(t.ta_pending == 5);
+		taskqueue_run(tq); // nobody serves this queue: run it here
+		CHECK(c.runs == 1);
+		CHECK(c.last_pending == 5);
+		CHECK(t.ta_pending == 0);
+		taskqueue_free(tq);
+	});
+}
+
+TEST_CASE("tasks run by priority, FIFO within a priority", "[unit][taskqueue]")
+{
+	test::machine m(1);
+	m.run([] {
+		taskqueue *tq = taskqueue_create("prio", nullptr, nullptr);
+		static std::vector<int> order;
+		order.clear();
+		struct item {
+			task t;
+			int id;
+		} items[5];
+		int pris[5] = {0, 5, 0, 9, 5};
+		for (int i = 0; i < 5; i++) {
+			items[i].id = i;
+			task_init(&items[i].t, pris[i], [](void *ctx, int) {
+				order.push_back(static_cast<item *>(ctx)->id);
+			}, &items[i]);
+			taskqueue_enqueue(tq, &items[i].t);
+		}
+		taskqueue_run(tq);
+		CHECK(order == std::vector<int>{3, 1, 4, 0, 2});
+		taskqueue_free(tq);
+	});
+}
+
+TEST_CASE("a thread pool runs tasks; cancel returns EBUSY while running and "
+	  "the pending count; drain waits", "[unit][taskqueue]")
+{
+	test::machine m(2);
+	m.run([] {
+		static taskqueue *tq;
+		tq = taskqueue_create("pool", taskqueue_thread_enqueue, &tq);
+		REQUIRE(taskqueue_start_threads(&tq, 3, PWAIT, "pool") == 0);
+		counter c;
+		c.release = false;
+		task t;
+		task_init(&t, 0, count_fn, &c);
+		taskqueue_enqueue(tq, &t);
+		REQUIRE(wait_for([&] { return c.entered.load(); }));
+		// Running, and enqueued again twice meanwhile.
+		taskqueue_enqueue(tq, &t);
+		taskqueue_enqueue(tq, &t);
+		unsigned pend = 99;
+		CHECK(taskqueue_cancel(tq, &t, &pend) == EBUSY);
+		CHECK(pend == 2);
+		CHECK(t.ta_pending == 0);
+		// Not running, not queued: 0 and 0.
+		c.release = true;
+		taskqueue_drain(tq, &t);
+		CHECK(c.runs == 1);
+		CHECK(taskqueue_cancel(tq, &t, &pend) == 0);
+		CHECK(pend == 0);
+		// Enqueued, not yet run: cancel takes it off.
+		c.release = false;
+		c.entered = false;
+		taskqueue_enqueue(tq, &t);
+		REQUIRE(wait_for([&] { return c.entered.load(); }));
+		taskqueue_enqueue(tq, &t);
+		c.release = true;
+		taskqueue_drain(tq, &t); // waits for the re-run too
+		CHECK(c.runs == 3);
+		CHECK(c.last_pending == 1);
+		taskqueue_free(tq);
+	});
+}
+
+TEST_CASE("taskqueue_drain_all waits for what was queued and running",
+    "[unit][taskqueue]")
+{
+	test::machine m(2);
+	m.run([] {
+		static taskqueue *tq;
+		tq = taskqueue_create("drainall", taskqueue_thread_enqueue, &tq);
+		REQUIRE(taskqueue_start_threads(&tq, 2, PWAIT, "drainall") == 0);
+		constexpr int N = 20;
+		counter cs[N];
+		task ts[N];
+		for (int i = 0; i < N; i++) {
+			task_init(&ts[i], i % 3, count_fn, &cs[i]);
+			taskqueue_enqueue(tq, &ts[i]);
+		}
+		taskqueue_drain_all(tq);
+		for (int i = 0; i < N; i++)
+			CHECK(cs[i].runs == 1);
+		taskqueue_drain_all(tq); // an empty queue returns at once
+		taskqueue_free(tq);
+	});
+}
+
+TEST_CASE("timeout tasks: enqueue after a delay, cancel, drain",
+    "[unit][taskqueue]")
+{
+	test::machine m(2);
+	m.run([] {
+		static taskqueue *tq;
+		tq = taskqueue_create("timeouts", taskqueue_thread_enqueue, &tq);
+		REQUIRE(taskqueue_start_threads(&tq, 1, PWAIT, "timeouts") == 0);
+		counter c;
+		timeout_task tt;
+		timeout_task_init(tq, &tt, 0, count_fn, &c);
+		uint64_t t0 = clock_ns();
+		CHECK(taskqueue_enqueue_timeout(tq, &tt, 5ms) == 0);
+		CHECK(taskqueue_enqueue_timeout(tq, &tt, 5ms) == 1); // re-armed
+		REQUIRE(wait_for([&] { return c.runs == 1; }));
+		CHECK(clock_ns() - t0 >= 5000000);
+		// Cancel while armed: the callout counts in the pending result.
+		CHECK(taskqueue_enqueue_timeout(tq, &tt, 10s) == 0);
+		unsigned pend = 0;
+		CHECK(taskqueue_cancel_timeout(tq, &tt, &pend) == 0);
+		CHECK(pend == 1);
+		// Negative: not pushed back when already armed.
+		CHECK(taskqueue_enqueue_timeout(tq, &tt, 2ms) == 0);
+		CHECK(taskqueue_enqueue_timeout(tq, &tt, -10s) == 1);
+		REQUIRE(wait_for([&] { return c.runs == 2; }));
+		// Zero: at once.
+		CHECK(taskqueue_enqueue_timeout(tq, &tt, 0ns) == 0);
+		taskqueue_drain_timeout(tq, &tt);
+		CHECK(c.runs == 3);
+		taskqueue_free(tq);
+	});
+}
+
+namespace {
+task g_fast_task;
+counter g_fast_counter;
+int
+enqueue_filter(void *)
+{
+	taskqueue_enqueue(taskqueue_fast, &g_fast_task);
+	return FILTER_HANDLED;
+}
+} // namespace
+
+TEST_CASE("the ready-made queues run tasks; the fast one from a filter",
+    "[unit][taskqueue]")
+{
+	test::machine m(2);
+	m.run([] {
+		REQUIRE(taskqueue_thread != nullptr);
+		REQUIRE(taskqueue_swi != nullptr);
+		REQUIRE(taskqueue_fast != nullptr);
+		counter a, b;
+		task ta, tb;
+		task_init(&ta, 0, count_fn, &a);
+		task_init(&tb, 0, count_fn, &b);
+		taskqueue_enqueue(taskqueue_thread, &ta);
+		taskqueue_enqueue(taskqueue_swi, &tb);
+		REQUIRE(wait_for([&] { return a.runs == 1 && b.runs == 1; }));
+		taskqueue_drain(taskqueue_thread, &ta);
+		taskqueue_drain(taskqueue_swi, &tb);
+
+		task_init(&g_fast_task, 0, [](void *ctx, int p) {
+			static_cast<counter *>(ctx)->runs++;
+		}, &g_fast_counter);
+		intr_event *ie;
+		REQUIRE(intr_event_create(&ie, "fastq src") == 0);
+		intr_handler *h;
+		REQUIRE(intr_event_add_handler(ie, "fastq", enqueue_filter, nullptr,
+		    nullptr, PI_NET, INTR_MPSAFE, &h) == 0);
+		intr_event_fire(ie);
+		REQUIRE(wait_for([&] { return g_fast_counter.runs >= 1; }));
+		taskqueue_drain(taskqueue_fast, &g_fast_task);
+		REQUIRE(intr_event_remove_handler(h) == 0);
+		CHECK(intr_event_destroy(ie) == 0);
+	});
+}
