@@ -51,9 +51,14 @@
 //     IPI message, and may thereby add CQEs, which the loop then takes).
 //     For a ring_op: the in-flight count drops and the handler runs.
 //  4. Busy CPUs.  The hardclock asks ring_pending() each tick: completions
-//     waiting on a CPU that is not in its ring wait get the preemption
+//     waiting on a CPU that is not in its ring wait fire the ring's
+//     interrupt event ("ring cpuN", interrupts/intr_event.h, bound to the
+//     CPU), whose filter drains the CQ at the CPU's next interrupt point
+//     (its preemption signal outside critical sections, else the outermost
+//     critical_exit()).  Without the event the CPU gets the preemption
 //     signal, whose handler calls ring_poll_backend() when the interrupted
-//     code is outside critical and spinlock sections.  Submissions drain too.
+//     code is outside critical and spinlock sections.  Submissions drain
+//     too, and the idle loop polls.
 //  5. Shutdown.  After its idle loop returns, each CPU cancels everything on
 //     its ring (IORING_ASYNC_CANCEL_ANY) and drains until no request is in
 //     flight, so no kernel write lands in memory after the machine is gone
@@ -74,17 +79,21 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <new>
 
+#include "interrupts/intr_event.h"
 #include "interrupts/ring.h"
 #include "runtime/config.h"
 #include "runtime/critical.h"
 #include "runtime/internal/idle.h"
+#include "runtime/internal/intr_hook.h"
 #include "runtime/machine.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
 #include "runtime/thread.h"
+#include "sched/priority.h"
 
 namespace usmp {
 
@@ -338,13 +347,91 @@ ring_poll_backend(pcpu *pc) noexcept
 	return ring_drain(rc);
 }
 
+// ---- Each ring is an interrupt event ("ring cpuN", bound to its CPU,
+// one filter that drains the CQ), so that completions waiting on a busy
+// CPU are delivered by interrupts/intr_event.cc at that CPU's next
+// interrupt point: its preemption signal when the thread is outside
+// critical sections, else the outermost critical_exit().  The events live
+// as long as the process (made at the first boot with rings, re-bound at
+// every boot): the hardclock may fire one at any time while the machine
+// runs, and nothing ever frees one under it.
+constexpr int RING_IE_MAX = 1024;
+intr_event *g_ring_ie[RING_IE_MAX];            // made once, then constant
+std::atomic<bool> g_ring_ie_ready{false};      // bound for this boot
+
+int
+ring_filter(void *arg) noexcept
+{
+	int cpu = static_cast<int>(reinterpret_cast<intptr_t>(arg));
+	if (g_rc != nullptr && cpu < g_nrc)
+		ring_drain(&g_rc[cpu]);
+	// The ring is this event's only source: never stray, even when a
+	// submission drained the CQ first.
+	return FILTER_HANDLED;
+}
+
+void
+ring_si_boot() noexcept
+{
+	if (g_rc == nullptr)
+		return;
+	for (int c = 0; c < g_nrc && c < RING_IE_MAX; c++) {
+		if (g_ring_ie[c] == nullptr) {
+			char name[32];
+			std::snprintf(name, sizeof(name), "ring cpu%d", c);
+			intr_event *ie;
+			intr_handler *ih;
+			if (intr_event_create(&ie, name) != 0)
+				return;
+			if (intr_event_add_handler(ie, name, ring_filter, nullptr,
+				reinterpret_cast<void *>(static_cast<intptr_t>(c)),
+				PI_DISK, INTR_MPSAFE | INTR_TYPE_BIO, &ih) != 0) {
+				intr_event_destroy(ie);
+				return;
+			}
+			g_ring_ie[c] = ie;
+		}
+		if (intr_event_bind(g_ring_ie[c], c) != 0)
+			return;
+	}
+	g_ring_ie_ready.store(g_nrc <= RING_IE_MAX, std::memory_order_release);
+}
+
+void
+ring_si_shutdown() noexcept
+{
+	g_ring_ie_ready.store(false, std::memory_order_release);
+}
+
+sysinit g_ring_sysinit = [] {
+	sysinit si;
+	si.si_boot = ring_si_boot;
+	si.si_shutdown = ring_si_shutdown;
+	return si;
+}();
+const bool g_ring_sysinit_registered = [] {
+	sysinit_register(&g_ring_sysinit);
+	return true;
+}();
+
+// The hardclock's question, each tick (step 4): completions waiting on a
+// CPU that is not in its ring wait.  With the ring's interrupt event
+// bound, fire it (delivery is the event's business) and say no; else say
+// yes, and the hardclock sends the preemption signal itself.
 bool
 ring_pending(pcpu *pc) noexcept
 {
 	ring_cpu *rc = &g_rc[pc->pc_cpuid];
-	return rc->rc_waiting.load(std::memory_order_relaxed) == 0 &&
+	bool pending = rc->rc_waiting.load(std::memory_order_relaxed) == 0 &&
 	    (io_uring_cq_ready(&rc->rc_ring) != 0 ||
 		io_uring_cq_has_overflow(&rc->rc_ring));
+	if (!pending)
+		return false;
+	if (g_ring_ie_ready.load(std::memory_order_acquire)) {
+		intr_event_fire(g_ring_ie[pc->pc_cpuid]);
+		return false;
+	}
+	return true;
 }
 
 constexpr idle_backend ring_backend = {
@@ -513,6 +600,14 @@ bool
 ring_enabled() noexcept
 {
 	return g_rc != nullptr && machine_running();
+}
+
+intr_event *
+ring_intr_event(int cpu) noexcept
+{
+	if (cpu < 0 || cpu >= RING_IE_MAX || !g_ring_ie_ready.load(std::memory_order_acquire))
+		return nullptr;
+	return g_ring_ie[cpu];
 }
 
 bool

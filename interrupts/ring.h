@@ -110,6 +110,11 @@ struct ring_stats {
 };
 // Counters of CPU `cpu` of the running machine (zeros without rings).
 ring_stats ring_get_stats(int cpu) noexcept;
+// CPU `cpu`'s ring as an interrupt event ("ring cpuN", bound to the CPU, one
+// filter that drains the CQ), or null when the machine has no rings.  The
+// hardclock fires it for completions waiting on a busy CPU.
+struct intr_event;
+intr_event *ring_intr_event(int cpu) noexcept;
 // Whether IPIs go as ring messages (IORING_OP_MSG_RING supported).
 bool ring_has_msg_ring() noexcept;
 

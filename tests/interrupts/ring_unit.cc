@@ -9,7 +9,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <string>
+#include <thread>
 
+#include "interrupts/intr_event.h"
 #include "interrupts/io.h"
 #include "runtime/config.h"
 #include "interrupts/ring.h"
@@ -253,4 +256,54 @@ TEST_CASE("a completion handler that leaves a spinlock section open panics", "[d
 	USMP_REQUIRE_DEATH(r, "ring completion handler");
 	CHECK(r.contains("returned with spinlock depth"));
 	CHECK(r.aborted());
+}
+
+TEST_CASE("completions on a busy CPU are delivered through the ring's interrupt event",
+    "[unit]")
+{
+	// One CPU, kept busy by a thread that spends nearly all its time in
+	// critical sections (where the preemption signal cannot deliver
+	// anything): the hardclock fires "ring cpu0", and the event's filter
+	// drains the CQ at the hog's next critical_exit().
+	usmp::test::machine m(1);
+	usmp::intr_event *ie = usmp::ring_intr_event(0);
+	REQUIRE(ie != nullptr);
+	CHECK(std::string(usmp::intr_event_name(ie)) == "ring cpu0");
+	CHECK(usmp::intr_event_bound_cpu(ie) == 0);
+	usmp::intr_event_stats before{};
+	usmp::intr_event_get_stats(ie, &before);
+	int p[2];
+	REQUIRE(pipe(p) == 0);
+	std::atomic<bool> stop{false}, reading{false};
+	ssize_t got = -2;
+	usmp::thread *reader, *hog;
+	REQUIRE(usmp::thread_create(&reader, {.name = "reader"}, [&] {
+		char c;
+		reading.store(true);
+		got = usmp::io::read(p[0], &c, 1);
+		stop.store(true);
+	}) == 0);
+	while (!reading.load())
+		std::this_thread::sleep_for(1ms);
+	std::this_thread::sleep_for(5ms); // the reader is asleep in its read
+	REQUIRE(usmp::thread_create(&hog, {.name = "hog"}, [&] {
+		while (!stop.load()) {
+			usmp::critical_enter();
+			for (int i = 0; i < 20000; i++)
+				__builtin_ia32_pause();
+			usmp::critical_exit();
+		}
+	}) == 0);
+	std::this_thread::sleep_for(5ms);
+	REQUIRE(::write(p[1], "x", 1) == 1);
+	REQUIRE(usmp::thread_join(reader) == 0);
+	REQUIRE(usmp::thread_join(hog) == 0);
+	CHECK(got == 1);
+	usmp::intr_event_stats after{};
+	usmp::intr_event_get_stats(ie, &after);
+	CHECK(after.ies_fires > before.ies_fires);
+	CHECK(after.ies_delivered > before.ies_delivered);
+	CHECK(after.ies_stray == before.ies_stray);
+	::close(p[0]);
+	::close(p[1]);
 }
