@@ -97,14 +97,17 @@ TEST_CASE("tasks run by priority, FIFO within a priority", "[unit][taskqueue]")
 	});
 }
 
-TEST_CASE("a thread pool runs tasks; cancel returns EBUSY while running and "
-	  "the pending count; drain waits", "[unit][taskqueue]")
+TEST_CASE("a taskqueue thread runs tasks; cancel returns EBUSY while running "
+	  "and the pending count; drain waits", "[unit][taskqueue]")
 {
 	test::machine m(2);
 	m.run([] {
 		static taskqueue *tq;
 		tq = taskqueue_create("pool", taskqueue_thread_enqueue, &tq);
-		REQUIRE(taskqueue_start_threads(&tq, 3, PWAIT, "pool") == 0);
+		// One thread: with more, as in FreeBSD, another thread of the
+		// pool may dequeue and run the task re-enqueued while it runs,
+		// and the pending count the cancel sees would depend on timing.
+		REQUIRE(taskqueue_start_threads(&tq, 1, PWAIT, "pool") == 0);
 		counter c;
 		c.release = false;
 		task t;
