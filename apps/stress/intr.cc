@@ -4,9 +4,10 @@
 // it (callout_init_mtx), and keeps resetting them (random delay 0-3 ms,
 // random CPU) and stopping them, always with the mutex held.  With the lock
 // held, callout(9) promises exact answers, and the scenario checks them
-// against its own book of which callouts are pending: callout_stop and
-// callout_reset return 1 exactly when a call was pending (a stop may return
-// -1 for a handler still finishing), and a handler
+// against its own book of which callouts are pending: callout_reset
+// returns 1 exactly when a call was pending, callout_stop never says -1 for
+// a pending call nor 1 for one that was not (0 while an earlier run is
+// still finishing), and a handler
 // runs (with the mutex held) only when one was.  At the end each callout is
 // stopped and drained, and no handler runs after that.
 //
@@ -95,12 +96,15 @@ run_callout(context &ctx)
 					    s.pending ? "pending" : "not pending");
 				s.pending = true;
 			} else {
-				// Not pending: 0, or -1 if the handler that
-				// just ran is still being finished (it has
-				// released the lock but the softclock has not
-				// yet let go of it), as callout(9) says.
+				// callout(9): 1 if it was pending and is
+				// stopped; 0 if a run is still executing (the
+				// handler released the lock but the softclock
+				// has not yet let go of the callout), which
+				// also unschedules a pending re-run; -1 if it
+				// was neither.  So: never -1 for a pending
+				// call, never 1 for one that was not.
 				int was = callout_stop(&s.c);
-				if (s.pending ? was != 1 : was == 1)
+				if (s.pending ? was == -1 : was == 1)
 					ctx.fail("callout: callout_stop returned %d "
 					    "with the lock held, but a call was %s",
 					    was, s.pending ? "pending" : "not pending");
@@ -205,13 +209,10 @@ run_taskqueue(context &ctx)
 
 } // namespace
 
-// Not a default scenario yet: it finds a bug (issue 5's note): with the
-// lock held, callout_stop sometimes returns 0 for a callout reset while its
-// previous call was waiting for the lock, i.e. the new call was lost.
 USMP_STRESS_SCENARIO("callout",
     "callout reset/stop churn under callout_init_mtx: exact results, no "
-    "handler after drain (KNOWN TO FAIL: a reset can be lost)",
-    run_callout, false);
+    "handler after drain",
+    run_callout);
 USMP_STRESS_SCENARIO("taskqueue",
     "taskqueue enqueue churn (thread queue and a pool): coalesced counts add up",
     run_taskqueue);
