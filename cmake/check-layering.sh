@@ -59,6 +59,7 @@ interrupts runtime/internal/intr_hook.h
 # A directory (trailing /) means: at most one file, and it lies there.
 THIRD_PARTY='
 ^boost/context/       runtime/context.cc
+^boost/stacktrace     sync/witness_stack.cc
 ^hwloc(\.h|/)         runtime/topology.cc
 ^liburing(\.h|/)      interrupts/
 '

@@ -226,6 +226,16 @@ thread_switched_out_dead(thread *td) noexcept
 		stack_free(st);
 }
 
+namespace {
+std::atomic<thread_exit_hook_fn> g_thread_exit_hook{nullptr};
+} // namespace
+
+void
+thread_set_exit_hook(thread_exit_hook_fn fn) noexcept
+{
+	g_thread_exit_hook.store(fn, std::memory_order_release);
+}
+
 void
 thread_exit() noexcept
 {
@@ -235,6 +245,9 @@ thread_exit() noexcept
 		    (td->td_flags & TDF_FOREIGN) ? "a foreign OS thread" :
 						   "the idle thread",
 		    td->td_name);
+	if (thread_exit_hook_fn hook =
+		g_thread_exit_hook.load(std::memory_order_acquire))
+		hook(td);
 	if (td->td_critnest != 0 || td->td_spinlock_count != 0)
 		panic("thread_exit(): thread \"%s\" (tid %d) exits in a critical "
 		    "section (critnest %d, spinlock count %d)",

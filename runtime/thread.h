@@ -157,6 +157,9 @@ struct thread {
 	std::atomic<uint32_t> td_sqwait{0};        // (a) futex word of a foreign sleeper
 	std::atomic<uint32_t> td_sqtimo_busy{0};   // (a) its timeout may still run
 	timeout td_sqtimo;                         // (q) the sleep's timeout
+#if USMP_WITNESS
+	void *td_witness = nullptr;                // (k) sync/ WITNESS state
+#endif
 };
 
 // Attributes of a new green thread.
@@ -217,6 +220,13 @@ int thread_detach(thread *td) noexcept;
 
 // End the calling green thread.  Context: a green thread, no locks held.
 [[noreturn]] void thread_exit() noexcept;
+
+// Hook that thread_exit() calls first, with the exiting thread, so that
+// upper layers (sync/ WITNESS: "exiting with the following locks held")
+// can check and release what they keep per thread.  Set once at start-up;
+// may be null.
+using thread_exit_hook_fn = void (*)(thread *td);
+void thread_set_exit_hook(thread_exit_hook_fn fn) noexcept;
 
 // Give the CPU to the other runnable threads of the same or better priority
 // (kern_yield).  Context: may sleep (a preemption point).

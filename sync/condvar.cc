@@ -25,6 +25,7 @@
 #include "sync/internal/sq_check.h"
 #include "sync/mutex.h"
 #include "sync/sleepqueue.h"
+#include "sync/witness.h"
 
 namespace usmp {
 
@@ -50,6 +51,8 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
     int line) noexcept
 {
 	thread *td = curthread_fast();
+	witness_warn(WARN_GIANTOK | WARN_SLEEPOK, lock, "Waiting on \"%s\"",
+	    cv_description);
 	sleep_check(td, call, cv_description, file, line, lock);
 	if (__builtin_expect(lock == nullptr, 0))
 		panic("%s: condvar \"%s\" waited on without a lock @ %s:%d",
@@ -60,6 +63,9 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
 		Giant.assert_owned(file, line);
 	bool sleepable = (lock->lo_class->lc_flags & LC_SLEEPABLE) != 0;
 	uintptr_t how = 0;
+	const char *wfile = nullptr;
+	int wline = 0;
+	witness_save(lock, &wfile, &wline); // WITNESS_SAVE
 
 	sleepq_lock(this);
 	int w = cv_waiters.load(std::memory_order_relaxed);
@@ -91,8 +97,10 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
 	// cv_wait_unlock() with Giant as the interlock leaves it released.
 	if (relock || !giant_lock)
 		pickup_giant(giant);
-	if (relock && !giant_lock)
+	if (relock && !giant_lock) {
 		lock->lo_class->lc_lock(lock, how);
+		witness_restore(lock, wfile, wline);
+	}
 	return rval;
 }
 

@@ -2,6 +2,7 @@
 #include "sync/lock.h"
 
 #include "runtime/panic.h"
+#include "sync/witness.h"
 
 namespace usmp {
 
@@ -37,11 +38,15 @@ lock_init(lock_object *lo, const lock_class *cls, const char *name,
 	lo->lo_type = type != nullptr ? type : name;
 	lo->lo_class = cls;
 	lo->lo_flags = f;
+	if constexpr (config::witness)
+		witness_init(lo);
 }
 
 void
 lock_destroy(lock_object *lo) noexcept
 {
+	if constexpr (config::witness)
+		witness_destroy(lo);
 	lo->lo_flags = (lo->lo_flags & ~LO_INITIALIZED) | LO_DESTROYED;
 }
 

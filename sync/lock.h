@@ -91,8 +91,13 @@ struct lock_object {
 	const char *lo_type = nullptr;  // (c) WITNESS key: type name, or the name
 	unsigned lo_flags = 0;          // (c) LO_*, set at init
 	const lock_class *lo_class = nullptr; // (c)
-	// USMP_WITNESS adds its per-lock pointer here; nothing else may be
-	// added without updating every lock's layout comment.
+#if USMP_WITNESS
+	// The lock type's node in WITNESS (struct witness, sync/witness.cc),
+	// set at init; null if the lock is not witnessed or the table is
+	// full.  Nothing else may be added without updating every lock's
+	// layout comment.
+	void *lo_witness = nullptr;           // (c)
+#endif
 };
 
 // Initialise lo for class cls, checking a double init (a live magic in

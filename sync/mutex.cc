@@ -190,8 +190,23 @@ mutex::from_lo(lock_object *lo) noexcept
 	return reinterpret_cast<mutex *>(lo);
 }
 
+// The out-of-line lock: WITNESS's order check around the acquisition.
 void
 mutex::lock_hard(const char *file, int line, unsigned opts) noexcept
+{
+	if (!witness_watched(&mtx_lo)) {
+		lock_slow(file, line, opts);
+		return;
+	}
+	witness_checkorder(&mtx_lo,
+	    LOP_EXCLUSIVE | ((opts & LOCK_RECURSE) ? LOP_RECURSE : 0u), file,
+	    line);
+	lock_slow(file, line, opts);
+	witness_lock(&mtx_lo, LOP_EXCLUSIVE, file, line);
+}
+
+void
+mutex::lock_slow(const char *file, int line, unsigned opts) noexcept
 {
 	thread *td = curthread_fast();
 	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
@@ -264,7 +279,9 @@ mutex::lock_hard(const char *file, int line, unsigned opts) noexcept
 				std::memory_order_relaxed, std::memory_order_relaxed))
 				goto retry_ts;
 		}
+		witness_block(&mtx_lo, owner, file, line);
 		turnstile_wait(ts, &mtx_lo, owner, TS_EXCLUSIVE_QUEUE);
+		witness_unblock();
 		v = mtx_lock.load(std::memory_order_relaxed);
 	}
 }
@@ -273,6 +290,13 @@ void
 mutex::unlock_hard(const char *file, int line) noexcept
 {
 	thread *td = curthread_fast();
+	if (witness_watched(&mtx_lo)) {
+		witness_unlock(&mtx_lo, LOP_EXCLUSIVE, file, line);
+		uintptr_t u = reinterpret_cast<uintptr_t>(td);
+		if (mtx_lock.compare_exchange_strong(u, MTX_UNOWNED,
+			std::memory_order_release, std::memory_order_relaxed))
+			return;
+	}
 	uintptr_t v = mtx_lock.load(std::memory_order_relaxed);
 	if (v == MTX_DESTROYED)
 		lock_check_failed(&mtx_lo, "mtx_unlock()", file, line);
@@ -311,16 +335,25 @@ mutex::try_lock(const char *file, int line) noexcept
 	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
 	uintptr_t v = MTX_UNOWNED;
 	if (mtx_lock.compare_exchange_strong(v, tid, std::memory_order_acquire,
-		std::memory_order_relaxed))
+		std::memory_order_relaxed)) {
+		if (witness_watched(&mtx_lo))
+			witness_lock(&mtx_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file,
+			    line);
 		return true;
+	}
 	if (v == MTX_DESTROYED)
 		lock_check_failed(&mtx_lo, "mtx_trylock()", file, line);
 	lock_check_live(&mtx_lo, "mtx_trylock()", file, line);
 	if (word_owner(v) == td && (mtx_lo.lo_flags & LO_RECURSABLE)) {
 		mtx_recurse++;
 		mtx_lock.fetch_or(MTX_RECURSED, std::memory_order_relaxed);
+		if (witness_watched(&mtx_lo))
+			witness_lock(&mtx_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file,
+			    line);
 		return true;
 	}
+	if (word_owner(v) == td && witness_watched(&mtx_lo))
+		witness_try_recursion(&mtx_lo, file, line);
 	return false;
 }
 
@@ -344,6 +377,8 @@ mutex::destroy(const char *file, int line) noexcept
 		if (v & MTX_CONTESTED)
 			panic("mtx_destroy() of mutex \"%s\" with waiters @ %s:%d",
 			    mtx_lo.lo_name, file, line);
+		if (witness_watched(&mtx_lo))
+			witness_unlock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 	}
 	mtx_lock.store(MTX_DESTROYED, std::memory_order_release);
 	lock_destroy(&mtx_lo);
@@ -387,6 +422,9 @@ mutex::unlock_all(const char *file, int line) noexcept
 {
 	assert_state(MA_OWNED, file, line);
 	unsigned depth = 1 + mtx_recurse;
+	if (witness_watched(&mtx_lo))
+		for (unsigned i = 0; i < mtx_recurse; i++)
+			witness_unlock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 	if (mtx_recurse != 0) {
 		mtx_recurse = 0;
 		mtx_lock.fetch_and(~uintptr_t{MTX_RECURSED},
@@ -400,6 +438,9 @@ void
 mutex::relock_depth(unsigned depth, const char *file, int line) noexcept
 {
 	lock(file, line);
+	if (witness_watched(&mtx_lo))
+		for (unsigned i = 1; i < depth; i++)
+			witness_lock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 	if (depth > 1) {
 		mtx_recurse = depth - 1;
 		mtx_lock.fetch_or(MTX_RECURSED, std::memory_order_relaxed);
@@ -516,8 +557,15 @@ spin_mutex::try_lock(const char *file, int line) noexcept
 	uintptr_t v = MTX_UNOWNED;
 	if (mtx_lock.compare_exchange_strong(v,
 		reinterpret_cast<uintptr_t>(curthread_fast()),
-		std::memory_order_acquire, std::memory_order_relaxed))
+		std::memory_order_acquire, std::memory_order_relaxed)) {
+		if (witness_watched(&mtx_lo))
+			witness_lock(&mtx_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file,
+			    line);
 		return true;
+	}
+	if (v == reinterpret_cast<uintptr_t>(curthread_fast()) &&
+	    !(mtx_lo.lo_flags & LO_RECURSABLE) && witness_watched(&mtx_lo))
+		witness_try_recursion(&mtx_lo, file, line);
 	spinlock_exit();
 	if (v == MTX_DESTROYED)
 		lock_check_failed(&mtx_lo, "mtx_trylock_spin()", file, line);
@@ -543,6 +591,8 @@ spin_mutex::destroy(const char *file, int line) noexcept
 			panic("mtx_destroy() of recursed spin mutex \"%s\" @ %s:%d",
 			    mtx_lo.lo_name, file, line);
 		held = true;
+		if (witness_watched(&mtx_lo))
+			witness_unlock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 	}
 	mtx_lock.store(MTX_DESTROYED, std::memory_order_release);
 	lock_destroy(&mtx_lo);

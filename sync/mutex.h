@@ -49,6 +49,7 @@
 #include "runtime/internal/curthread.h"
 #include "runtime/thread.h"
 #include "sync/lock.h"
+#include "sync/witness.h"
 
 namespace usmp {
 
@@ -98,7 +99,9 @@ public:
 	{
 		thread *td = curthread_fast();
 		uintptr_t v = MTX_UNOWNED;
+		// A witnessed lock takes the slow path, which checks order.
 		if (__builtin_expect(td->td_critnest == 0 &&
+			!witness_watched(&mtx_lo) &&
 			mtx_lock.compare_exchange_strong(v,
 			    reinterpret_cast<uintptr_t>(td),
 			    std::memory_order_acquire, std::memory_order_relaxed),
@@ -123,9 +126,9 @@ public:
 	    int line = __builtin_LINE()) noexcept
 	{
 		uintptr_t v = reinterpret_cast<uintptr_t>(curthread_fast());
-		if (__builtin_expect(mtx_lock.compare_exchange_strong(v,
-					 MTX_UNOWNED, std::memory_order_release,
-					 std::memory_order_relaxed),
+		if (__builtin_expect(!witness_watched(&mtx_lo) &&
+			mtx_lock.compare_exchange_strong(v, MTX_UNOWNED,
+			    std::memory_order_release, std::memory_order_relaxed),
 			1))
 			return;
 		unlock_hard(file, line);
@@ -180,6 +183,7 @@ public:
 
 private:
 	void lock_hard(const char *file, int line, unsigned opts) noexcept;
+	void lock_slow(const char *file, int line, unsigned opts) noexcept;
 	void unlock_hard(const char *file, int line) noexcept;
 
 	lock_object mtx_lo;                       // (c)
@@ -208,15 +212,22 @@ public:
 	    int line = __builtin_LINE()) noexcept
 	{
 		thread *td = curthread_fast();
+		if (witness_watched(&mtx_lo))
+			witness_checkorder(&mtx_lo, LOP_EXCLUSIVE, file, line);
 		spin_enter(td);
 		uintptr_t v = MTX_UNOWNED;
 		if (__builtin_expect(mtx_lock.compare_exchange_strong(v,
 					 reinterpret_cast<uintptr_t>(td),
 					 std::memory_order_acquire,
 					 std::memory_order_relaxed),
-			1))
+			1)) {
+			if (witness_watched(&mtx_lo))
+				witness_lock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 			return;
+		}
 		lock_hard(v, file, line);
+		if (witness_watched(&mtx_lo))
+			witness_lock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 	}
 	// mtx_trylock_spin(): no recursion.  Context: any.
 	bool try_lock(const char *file = __builtin_FILE(),
@@ -226,6 +237,8 @@ public:
 	    int line = __builtin_LINE()) noexcept
 	{
 		thread *td = curthread_fast();
+		if (witness_watched(&mtx_lo))
+			witness_unlock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 		if (__builtin_expect(mtx_lock.load(std::memory_order_relaxed) !=
 				reinterpret_cast<uintptr_t>(td) ||
 			    mtx_recurse != 0,

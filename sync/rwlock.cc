@@ -136,6 +136,9 @@ rwlock::wlock_hard(const char *file, int line) noexcept
 	thread *td = curthread_fast();
 	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
 	lock_check_live(&rw_lo, "rw_wlock()", file, line);
+	bool w = witness_watched(&rw_lo);
+	if (w)
+		witness_checkorder(&rw_lo, LOP_EXCLUSIVE, file, line);
 	if (td->td_critnest != 0)
 		panic("rw_wlock() of rwlock \"%s\" in a critical section @ %s:%d",
 		    rw_lo.lo_name, file, line);
@@ -146,6 +149,8 @@ rwlock::wlock_hard(const char *file, int line) noexcept
 			      "@ %s:%d",
 			    rw_lo.lo_name, file, line);
 		rw_recurse++;
+		if (w)
+			witness_lock(&rw_lo, LOP_EXCLUSIVE, file, line);
 		return;
 	}
 	unsigned spun = 0;
@@ -202,10 +207,14 @@ rwlock::wlock_hard(const char *file, int line) noexcept
 				std::memory_order_relaxed))
 				goto retry_ts;
 		}
+		witness_block(&rw_lo, owner, file, line);
 		turnstile_wait(ts, &rw_lo, owner, TS_EXCLUSIVE_QUEUE);
+		witness_unblock();
 		v = rw_lock.load(std::memory_order_relaxed);
 	}
 	held(td, 0, 1);
+	if (w)
+		witness_lock(&rw_lo, LOP_EXCLUSIVE, file, line);
 }
 
 bool
@@ -216,14 +225,23 @@ rwlock::try_lock(const char *file, int line) noexcept
 	if (v == RW_DESTROYED)
 		lock_check_failed(&rw_lo, "rw_try_wlock()", file, line);
 	lock_check_live(&rw_lo, "rw_try_wlock()", file, line);
+	bool w = witness_watched(&rw_lo);
 	if (rw_owner(v) == td && (rw_lo.lo_flags & LO_RECURSABLE)) {
 		rw_recurse++;
+		if (w)
+			witness_lock(&rw_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file,
+			    line);
 		return true;
 	}
+	if (rw_owner(v) == td && w)
+		witness_try_recursion(&rw_lo, file, line);
 	v = RW_UNLOCKED;
 	if (rw_lock.compare_exchange_strong(v, reinterpret_cast<uintptr_t>(td),
 		std::memory_order_acquire, std::memory_order_relaxed)) {
 		held(td, 0, 1);
+		if (w)
+			witness_lock(&rw_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file,
+			    line);
 		return true;
 	}
 	return false;
@@ -234,6 +252,8 @@ rwlock::unlock(const char *file, int line) noexcept
 {
 	thread *td = curthread_fast();
 	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
+	if (witness_watched(&rw_lo))
+		witness_unlock(&rw_lo, LOP_EXCLUSIVE, file, line);
 	uintptr_t v = tid;
 	if (__builtin_expect(rw_recurse == 0 &&
 			rw_lock.compare_exchange_strong(v, RW_UNLOCKED,
@@ -275,6 +295,9 @@ void
 rwlock::lock_shared(const char *file, int line) noexcept
 {
 	thread *td = curthread_fast();
+	bool w = witness_watched(&rw_lo);
+	if (w)
+		witness_checkorder(&rw_lo, 0, file, line);
 	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
 	// Fast path: read mode, no writer waiting or spinning.
 	while ((v & (RW_LOCK_READ | RW_LOCK_WRITE_WAITERS)) == RW_LOCK_READ &&
@@ -282,6 +305,8 @@ rwlock::lock_shared(const char *file, int line) noexcept
 		if (rw_lock.compare_exchange_weak(v, v + RW_ONE_READER,
 			std::memory_order_acquire, std::memory_order_relaxed)) {
 			held(td, 1, 0);
+			if (w)
+				witness_lock(&rw_lo, 0, file, line);
 			return;
 		}
 	}
@@ -338,10 +363,14 @@ rwlock::lock_shared(const char *file, int line) noexcept
 				std::memory_order_relaxed))
 				goto retry_ts;
 		}
+		witness_block(&rw_lo, owner, file, line);
 		turnstile_wait(ts, &rw_lo, owner, TS_SHARED_QUEUE);
+		witness_unblock();
 		v = rw_lock.load(std::memory_order_relaxed);
 	}
 	held(td, 1, 0);
+	if (w)
+		witness_lock(&rw_lo, 0, file, line);
 }
 
 bool
@@ -357,6 +386,8 @@ rwlock::try_lock_shared(const char *file, int line) noexcept
 		if (rw_lock.compare_exchange_weak(v, v + RW_ONE_READER,
 			std::memory_order_acquire, std::memory_order_relaxed)) {
 			held(td, 1, 0);
+			if (witness_watched(&rw_lo))
+				witness_lock(&rw_lo, LOP_TRYLOCK, file, line);
 			return true;
 		}
 	}
@@ -366,6 +397,8 @@ void
 rwlock::unlock_shared(const char *file, int line) noexcept
 {
 	thread *td = curthread_fast();
+	if (witness_watched(&rw_lo))
+		witness_unlock(&rw_lo, 0, file, line);
 	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
 	for (;;) {
 		if (v == RW_DESTROYED)
@@ -418,6 +451,10 @@ rwlock::try_upgrade(const char *file, int line) noexcept
 	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
 	if (v == RW_DESTROYED)
 		lock_check_failed(&rw_lo, "rw_try_upgrade()", file, line);
+	bool w = witness_watched(&rw_lo);
+	if (w)
+		witness_upgrade(&rw_lo, LOP_EXCLUSIVE | LOP_TRYLOCK |
+			WITNESS_LOP_CHECKONLY, file, line);
 	if (!(v & RW_LOCK_READ) || rw_readers(v) == 0)
 		panic("rw_try_upgrade() of rwlock \"%s\" not read-locked @ %s:%d",
 		    rw_lo.lo_name, file, line);
@@ -453,6 +490,8 @@ rwlock::try_upgrade(const char *file, int line) noexcept
 			break;
 	}
 	held(td, -1, 1);
+	if (w)
+		witness_upgrade(&rw_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file, line);
 	return true;
 }
 
@@ -464,6 +503,8 @@ rwlock::downgrade(const char *file, int line) noexcept
 	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
 	if (v == RW_DESTROYED)
 		lock_check_failed(&rw_lo, "rw_downgrade()", file, line);
+	if (witness_watched(&rw_lo))
+		witness_downgrade(&rw_lo, 0, file, line);
 	if (rw_owner(v) != td)
 		panic("rw_downgrade() of rwlock \"%s\" not write-locked @ %s:%d",
 		    rw_lo.lo_name, file, line);

@@ -54,6 +54,7 @@
 #include "runtime/internal/curthread.h"
 #include "runtime/thread.h"
 #include "sync/lock.h"
+#include "sync/witness.h"
 
 namespace usmp {
 
@@ -101,6 +102,7 @@ public:
 		thread *td = curthread_fast();
 		uintptr_t v = RW_UNLOCKED;
 		if (__builtin_expect(td->td_critnest == 0 &&
+			!witness_watched(&rw_lo) &&
 			rw_lock.compare_exchange_strong(v,
 			    reinterpret_cast<uintptr_t>(td),
 			    std::memory_order_acquire, std::memory_order_relaxed),

@@ -29,6 +29,7 @@
 #include "runtime/panic.h"
 #include "sync/internal/sq_check.h"
 #include "sync/mutex.h"
+#include "sync/witness.h"
 
 namespace usmp {
 
@@ -40,6 +41,8 @@ sleep_common(const void *chan, lock_object *lock, int pri, const char *wmesg,
     const char *file, int line) noexcept
 {
 	thread *td = curthread_fast();
+	witness_warn(WARN_GIANTOK | WARN_SLEEPOK, lock, "Sleeping on \"%s\"",
+	    wmesg);
 	sleep_check(td, call, wmesg, file, line, lock);
 	if (__builtin_expect(chan == nullptr, 0))
 		panic("%s: NULL ident (\"%s\") @ %s:%d", call, wmesg, file, line);
@@ -60,6 +63,11 @@ sleep_common(const void *chan, lock_object *lock, int pri, const char *wmesg,
 	bool sleepable = ilock != nullptr &&
 	    (ilock->lo_class->lc_flags & LC_SLEEPABLE) != 0;
 	uintptr_t how = 0;
+	// The interlock's acquisition site survives the sleep (WITNESS_SAVE).
+	const char *wfile = nullptr;
+	int wline = 0;
+	if (lock != nullptr)
+		witness_save(lock, &wfile, &wline);
 
 	sleepq_lock(chan);
 	int giant = drop_giant();
@@ -86,8 +94,10 @@ sleep_common(const void *chan, lock_object *lock, int pri, const char *wmesg,
 		rval = 0;
 	}
 	pickup_giant(giant);
-	if (ilock != nullptr && !(pri & PDROP))
+	if (ilock != nullptr && !(pri & PDROP)) {
 		ilock->lo_class->lc_lock(ilock, how);
+		witness_restore(ilock, wfile, wline);
+	}
 	return rval;
 }
 
@@ -109,6 +119,8 @@ pause(const char *wmesg, std::chrono::nanoseconds duration, const char *file,
 		duration = std::chrono::milliseconds(1);
 	thread *td = curthread_fast();
 	if (td->td_flags & TDF_FOREIGN) {
+		witness_warn(WARN_GIANTOK | WARN_SLEEPOK, nullptr,
+		    "Sleeping on \"%s\"", wmesg);
 		sleep_check(td, "pause", wmesg, file, line);
 		int giant = drop_giant();
 		std::this_thread::sleep_for(duration);

@@ -25,6 +25,7 @@
 #include "sync/internal/sq_check.h"
 #include "sync/mutex.h"
 #include "sync/sleepqueue.h"
+#include "sync/witness.h"
 
 namespace usmp {
 
@@ -72,10 +73,19 @@ sleep_on(std::atomic<uintptr_t> &word, uintptr_t x, uintptr_t bit,
 	}
 	giant.save();
 	sleepq_add(chan, nullptr, name, SLEEPQ_SX | flags, queue, file, line);
+	// The wait channel is the sx, whose lock object comes first; its
+	// exclusive owner, if any, is in the word (WITNESS deadlock check).
+	witness_block(static_cast<const lock_object *>(chan),
+	    (x & SX_LOCK_SHARED) ? nullptr :
+	    reinterpret_cast<thread *>(x & ~uintptr_t{SX_LOCK_FLAGMASK}),
+	    file, line);
+	int error = 0;
 	if (flags & SLEEPQ_INTERRUPTIBLE)
-		return sleepq_wait_sig(chan, 0) == EINTR ? EINTR : 0;
-	sleepq_wait(chan, 0);
-	return 0;
+		error = sleepq_wait_sig(chan, 0) == EINTR ? EINTR : 0;
+	else
+		sleepq_wait(chan, 0);
+	witness_unblock();
+	return error;
 }
 
 inline uintptr_t
@@ -183,23 +193,34 @@ void
 sx::lock(const char *file, int line) noexcept
 {
 	lock_check_live(&sx_lo, "sx_xlock", file, line);
+	bool w = witness_watched(&sx_lo);
+	if (w)
+		witness_checkorder(&sx_lo, LOP_EXCLUSIVE, file, line);
 	uintptr_t tid = tid_of(curthread_fast());
 	uintptr_t v = SX_LOCK_UNLOCKED;
 	if (__builtin_expect(!sx_lock.compare_exchange_strong(v, tid,
 		std::memory_order_acquire, std::memory_order_relaxed), 0))
 		(void)xlock_hard(tid, 0, file, line);
+	if (w)
+		witness_lock(&sx_lo, LOP_EXCLUSIVE, file, line);
 }
 
 int
 sx::lock_sig(const char *file, int line) noexcept
 {
 	lock_check_live(&sx_lo, "sx_xlock_sig", file, line);
+	bool w = witness_watched(&sx_lo);
+	if (w)
+		witness_checkorder(&sx_lo, LOP_EXCLUSIVE, file, line);
 	uintptr_t tid = tid_of(curthread_fast());
 	uintptr_t v = SX_LOCK_UNLOCKED;
-	if (sx_lock.compare_exchange_strong(v, tid, std::memory_order_acquire,
+	int error = 0;
+	if (!sx_lock.compare_exchange_strong(v, tid, std::memory_order_acquire,
 		std::memory_order_relaxed))
-		return 0;
-	return xlock_hard(tid, SLEEPQ_INTERRUPTIBLE, file, line);
+		error = xlock_hard(tid, SLEEPQ_INTERRUPTIBLE, file, line);
+	if (w && error == 0)
+		witness_lock(&sx_lo, LOP_EXCLUSIVE, file, line);
+	return error;
 }
 
 bool
@@ -208,13 +229,20 @@ sx::try_lock(const char *file, int line) noexcept
 	lock_check_live(&sx_lo, "sx_try_xlock", file, line);
 	thread *td = curthread_fast();
 	uintptr_t v = SX_LOCK_UNLOCKED;
-	if (sx_lock.compare_exchange_strong(v, tid_of(td),
-		std::memory_order_acquire, std::memory_order_relaxed))
-		return true;
-	if (owner_of(v) == td && (sx_lo.lo_flags & LO_RECURSABLE)) {
+	bool got = sx_lock.compare_exchange_strong(v, tid_of(td),
+	    std::memory_order_acquire, std::memory_order_relaxed);
+	if (!got && owner_of(v) == td && (sx_lo.lo_flags & LO_RECURSABLE)) {
 		sx_recurse++;
+		got = true;
+	}
+	if (got) {
+		if (witness_watched(&sx_lo))
+			witness_lock(&sx_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file,
+			    line);
 		return true;
 	}
+	if (owner_of(v) == td && witness_watched(&sx_lo))
+		witness_try_recursion(&sx_lo, file, line);
 	return false;
 }
 
@@ -264,6 +292,8 @@ void
 sx::unlock(const char *file, int line) noexcept
 {
 	lock_check_live(&sx_lo, "sx_xunlock", file, line);
+	if (witness_watched(&sx_lo))
+		witness_unlock(&sx_lo, LOP_EXCLUSIVE, file, line);
 	thread *td = curthread_fast();
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
 	if (__builtin_expect(owner_of(x) != td, 0))
@@ -304,20 +334,30 @@ void
 sx::lock_shared(const char *file, int line) noexcept
 {
 	lock_check_live(&sx_lo, "sx_slock", file, line);
+	bool w = witness_watched(&sx_lo);
+	if (w)
+		witness_checkorder(&sx_lo, 0, file, line);
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
-	if (__builtin_expect((x & (SX_LOCK_SHARED | SX_LOCK_EXCLUSIVE_WAITERS)) ==
+	if (!__builtin_expect((x & (SX_LOCK_SHARED | SX_LOCK_EXCLUSIVE_WAITERS)) ==
 		    SX_LOCK_SHARED &&
 		sx_lock.compare_exchange_strong(x, x + SX_ONE_SHARER,
 		    std::memory_order_acquire, std::memory_order_relaxed), 1))
-		return;
-	(void)slock_hard(0, file, line);
+		(void)slock_hard(0, file, line);
+	if (w)
+		witness_lock(&sx_lo, 0, file, line);
 }
 
 int
 sx::lock_shared_sig(const char *file, int line) noexcept
 {
 	lock_check_live(&sx_lo, "sx_slock_sig", file, line);
-	return slock_hard(SLEEPQ_INTERRUPTIBLE, file, line);
+	bool w = witness_watched(&sx_lo);
+	if (w)
+		witness_checkorder(&sx_lo, 0, file, line);
+	int error = slock_hard(SLEEPQ_INTERRUPTIBLE, file, line);
+	if (w && error == 0)
+		witness_lock(&sx_lo, 0, file, line);
+	return error;
 }
 
 bool
@@ -327,8 +367,11 @@ sx::try_lock_shared(const char *file, int line) noexcept
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
 	while (x & SX_LOCK_SHARED) {
 		if (sx_lock.compare_exchange_weak(x, x + SX_ONE_SHARER,
-			std::memory_order_acquire, std::memory_order_relaxed))
+			std::memory_order_acquire, std::memory_order_relaxed)) {
+			if (witness_watched(&sx_lo))
+				witness_lock(&sx_lo, LOP_TRYLOCK, file, line);
 			return true;
+		}
 	}
 	return false;
 }
@@ -375,6 +418,8 @@ void
 sx::unlock_shared(const char *file, int line) noexcept
 {
 	lock_check_live(&sx_lo, "sx_sunlock", file, line);
+	if (witness_watched(&sx_lo))
+		witness_unlock(&sx_lo, 0, file, line);
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
 	for (;;) {
 		if (__builtin_expect(!(x & SX_LOCK_SHARED) || sharers(x) == 0, 0))
@@ -428,19 +473,28 @@ bool
 sx::try_upgrade(const char *file, int line) noexcept
 {
 	lock_check_live(&sx_lo, "sx_try_upgrade", file, line);
+	bool wit = witness_watched(&sx_lo);
+	if (wit)
+		witness_upgrade(&sx_lo, LOP_EXCLUSIVE | LOP_TRYLOCK |
+			WITNESS_LOP_CHECKONLY, file, line);
 	assert_slocked(file, line);
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
 	uintptr_t w = x & SX_LOCK_EXCLUSIVE_WAITERS;
 	uintptr_t v = SX_LOCK_SHARED | SX_ONE_SHARER | w;
-	return sx_lock.compare_exchange_strong(v,
-	    tid_of(curthread_fast()) | w, std::memory_order_acquire,
-	    std::memory_order_relaxed);
+	if (!sx_lock.compare_exchange_strong(v, tid_of(curthread_fast()) | w,
+		std::memory_order_acquire, std::memory_order_relaxed))
+		return false;
+	if (wit)
+		witness_upgrade(&sx_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file, line);
+	return true;
 }
 
 void
 sx::downgrade(const char *file, int line) noexcept
 {
 	lock_check_live(&sx_lo, "sx_downgrade", file, line);
+	if (witness_watched(&sx_lo))
+		witness_downgrade(&sx_lo, 0, file, line);
 	assert_xlocked(file, line);
 	if (sx_recurse != 0)
 		panic("sx_downgrade: sx \"%s\" recursed @ %s:%d", sx_lo.lo_name,
