@@ -27,6 +27,7 @@ namespace usmp_bench {
 // Families not declared in bench.h.
 void register_mutex(); // mutex.cc
 void register_locks(); // locks.cc
+void register_witness(); // witness.cc
 
 namespace {
 
@@ -228,6 +229,7 @@ main(int argc, char **argv)
 	register_skynet();
 	register_mutex();
 	register_locks();
+	register_witness();
 
 	collecting_reporter rep(benchmark::CreateDefaultDisplayReporter());
 	benchmark::RunSpecifiedBenchmarks(&rep);
