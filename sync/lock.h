@@ -98,6 +98,13 @@ struct lock_object {
 	// layout comment.
 	void *lo_witness = nullptr;           // (c)
 #endif
+#if USMP_LOCK_PROFILING
+	// The current exclusive hold (sync/lock_profile.cc): when and where
+	// it began, its wait; written by the holder only.
+	uint64_t lo_prof_start = 0;           // (o) ns, 0: not recorded
+	const char *lo_prof_file = nullptr;   // (o)
+	int lo_prof_line = 0;                 // (o)
+#endif
 };
 
 // Initialise lo for class cls, checking a double init (a live magic in

@@ -33,6 +33,7 @@
 // FreeBSD: the owner may have released and exited.  Stacks (where struct
 // thread lives) go back to per-CPU caches and stay mapped in practice.
 #include "sync/mutex.h"
+#include "sync/lock_profile.h"
 
 #include <time.h>
 
@@ -194,15 +195,30 @@ mutex::from_lo(lock_object *lo) noexcept
 void
 mutex::lock_hard(const char *file, int line, unsigned opts) noexcept
 {
-	if (!witness_watched(&mtx_lo)) {
+	bool w = witness_watched(&mtx_lo);
+	if (!w && !config::lock_profiling) {
 		lock_slow(file, line, opts);
 		return;
 	}
-	witness_checkorder(&mtx_lo,
-	    LOP_EXCLUSIVE | ((opts & LOCK_RECURSE) ? LOP_RECURSE : 0u), file,
-	    line);
-	lock_slow(file, line, opts);
-	witness_lock(&mtx_lo, LOP_EXCLUSIVE, file, line);
+	if (w)
+		witness_checkorder(&mtx_lo,
+		    LOP_EXCLUSIVE | ((opts & LOCK_RECURSE) ? LOP_RECURSE : 0u),
+		    file, line);
+	if constexpr (config::lock_profiling) {
+		// Contested: found held by another thread at the first look.
+		uintptr_t v = mtx_lock.load(std::memory_order_relaxed);
+		bool recursing = word_owner(v) == curthread_fast();
+		bool contested = v != MTX_UNOWNED && !recursing;
+		uint64_t t0 = contested ? lock_profile_now() : 0;
+		lock_slow(file, line, opts);
+		if (!recursing)
+			lock_profile_obtain(&mtx_lo, true, contested,
+			    contested ? lock_profile_now() - t0 : 0, file, line);
+	} else {
+		lock_slow(file, line, opts);
+	}
+	if (w)
+		witness_lock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 }
 
 void
@@ -290,6 +306,11 @@ void
 mutex::unlock_hard(const char *file, int line) noexcept
 {
 	thread *td = curthread_fast();
+	if constexpr (config::lock_profiling) {
+		if (word_owner(mtx_lock.load(std::memory_order_relaxed)) == td &&
+		    mtx_recurse == 0)
+			lock_profile_release(&mtx_lo);
+	}
 	if (witness_watched(&mtx_lo)) {
 		witness_unlock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 		uintptr_t u = reinterpret_cast<uintptr_t>(td);
@@ -336,6 +357,8 @@ mutex::try_lock(const char *file, int line) noexcept
 	uintptr_t v = MTX_UNOWNED;
 	if (mtx_lock.compare_exchange_strong(v, tid, std::memory_order_acquire,
 		std::memory_order_relaxed)) {
+		if constexpr (config::lock_profiling)
+			lock_profile_obtain(&mtx_lo, true, false, 0, file, line);
 		if (witness_watched(&mtx_lo))
 			witness_lock(&mtx_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file,
 			    line);

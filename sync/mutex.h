@@ -101,7 +101,7 @@ public:
 		uintptr_t v = MTX_UNOWNED;
 		// A witnessed lock takes the slow path, which checks order.
 		if (__builtin_expect(td->td_critnest == 0 &&
-			!witness_watched(&mtx_lo) &&
+			!witness_watched(&mtx_lo) && !config::lock_profiling &&
 			mtx_lock.compare_exchange_strong(v,
 			    reinterpret_cast<uintptr_t>(td),
 			    std::memory_order_acquire, std::memory_order_relaxed),
@@ -127,6 +127,7 @@ public:
 	{
 		uintptr_t v = reinterpret_cast<uintptr_t>(curthread_fast());
 		if (__builtin_expect(!witness_watched(&mtx_lo) &&
+			!config::lock_profiling &&
 			mtx_lock.compare_exchange_strong(v, MTX_UNOWNED,
 			    std::memory_order_release, std::memory_order_relaxed),
 			1))

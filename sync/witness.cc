@@ -444,30 +444,27 @@ setup() noexcept
 
 // ---- Witness objects.
 
-// Find or make the witness of `name`.  Requires w_spin.  Null when the
-// table is full.
+// Find or make the witness of `name` for locks of class cls (null: a
+// name from an order declaration or a saved graph, of any kind).  A spin
+// and a sleep lock of one name get two witnesses (FreeBSD panics, "does not
+// match earlier lock"; usmp programs name locks freely, and the two kinds
+// are never ordered against each other anyway).  Requires w_spin.  Null
+// when the table is full.
 witness *
 enroll_locked(const char *name, const lock_class *cls) noexcept
 {
 	unsigned h = djb2(name);
+	unsigned kind = class_kind(cls);
 	for (witness *w = w_hash[h]; w != nullptr; w = w->w_hash_next) {
 		if (std::strncmp(w->w_name, name, WITNESS_NAME - 1) != 0)
 			continue;
-		if (cls != nullptr) {
-			if (w->w_kind != 0 && w->w_kind != class_kind(cls)) {
-				w_spin.unlock();
-				spinlock_exit();
-				panic("lock (%s) %s does not match earlier (%s) lock",
-				    cls->lc_name, name,
-				    w->w_class != nullptr ? w->w_class->lc_name :
-							    kind_str(w->w_kind));
-			}
-			if (w->w_class == nullptr) {
+		if (cls == nullptr || w->w_kind == 0 || w->w_kind == kind) {
+			if (cls != nullptr && w->w_class == nullptr) {
 				w->w_class = cls;
-				w->w_kind = class_kind(cls);
+				w->w_kind = kind;
 			}
+			return w;
 		}
-		return w;
 	}
 	if (w_count >= WITNESS_COUNT)
 		return nullptr;
