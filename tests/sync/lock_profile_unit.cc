@@ -83,8 +83,9 @@ TEST_CASE("lock profiling: a scripted hold and wait", "[unit][profiling]")
 	CHECK(w->wait_max > 0);
 	CHECK(w->wait_total == w->wait_max);
 	CHECK(std::string(w->cls) == "sleep mutex");
-	CHECK(table.find("max wait_max total wait_total count avg wait_avg "
-			 "cnt_hold cnt_lock name") != std::string::npos);
+	CHECK(table.find("wait_max       total  wait_total       count") !=
+	    std::string::npos);
+	CHECK(table.find("cnt_hold cnt_lock name") != std::string::npos);
 	CHECK(table.find("lock_profile_unit.cc:" + std::to_string(hold_line) +
 		  " (sleep mutex:prof scripted)") != std::string::npos);
 	// The loop's site: 10 acquisitions, none contested.
