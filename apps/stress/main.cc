@@ -196,6 +196,9 @@ run_one(const scenario &s, const options &o, bool tty)
 		std::fprintf(stderr, "\r%*s\r", 70, "");
 	if (!res.hung)
 		runner.join();
+	else
+		runner.detach(); // stuck for good: the driver reports and exits
+
 	res.seconds = std::chrono::duration<double>(clock::now() - start).count();
 	sched_counts after = read_counts();
 	res.counts = {after.switches - before.switches,
