@@ -185,17 +185,24 @@ spinlock_exit() noexcept
 
 // ---- Thread locks.
 
+// td_lock may move while we wait for it, and the lock it pointed to may be
+// one we can never get: a turnstile's ts_lock is td's lock only while td is
+// blocked there; once td is woken, the turnstile goes back to the pool and
+// its next user may hold that ts_lock while it waits for a thread lock we
+// hold (propagate_priority takes the owners' thread locks with a ts_lock
+// held).  Spinning on the stale lock with l->lock() then deadlocks.  So the
+// wait re-reads td_lock at every step and starts over on the new lock, as
+// FreeBSD's _thread_lock_flags() does ("if (m != td->td_lock) goto retry").
 void
 thread_lock(thread *td) noexcept
 {
 	spinlock_enter();
 	for (unsigned n = 0;;) {
 		spinlock *l = td->td_lock.load(std::memory_order_acquire);
-		if (l == &blocked_lock || l == nullptr) {
+		if (l == &blocked_lock || l == nullptr || !l->try_lock()) {
 			cpu_spinwait(n);
 			continue;
 		}
-		l->lock();
 		if (td->td_lock.load(std::memory_order_relaxed) == l)
 			return;
 		l->unlock();
