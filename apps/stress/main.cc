@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
+#include <csignal>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -25,6 +26,7 @@
 #include "runtime/machine.h"
 #include "runtime/pcpu.h"
 #include "runtime/thread.h"
+#include "sync/witness.h"
 
 namespace usmp::stress {
 
@@ -89,6 +91,8 @@ struct options {
 	bool json = false;
 	bool quiet = false;
 	double watchdog = 0; // 0: max(20 s, 10 x the duration)
+	std::string witness = "warn";
+	std::string witness_graph;
 };
 
 // The machine's scheduler counters, summed over CPUs.  Each CPU writes its
@@ -116,6 +120,7 @@ struct result {
 	uint64_t ops = 0;
 	double seconds = 0;
 	sched_counts counts;
+	uint64_t witness_reports = 0;
 	bool failed = false;
 	bool hung = false;
 	std::string failure;
@@ -160,6 +165,7 @@ run_one(const scenario &s, const options &o, bool tty)
 	context ctx(s.name, o.seed, mp_ncpus(), o.iterations);
 	std::atomic<bool> finished{false};
 	sched_counts before = read_counts();
+	uint64_t reports_before = witness_report_count();
 	auto start = clock::now();
 
 	thread_attr a;
@@ -204,6 +210,7 @@ run_one(const scenario &s, const options &o, bool tty)
 	res.counts = {after.switches - before.switches,
 	    after.preemptions - before.preemptions, after.steals - before.steals};
 	res.ops = ctx.ops();
+	res.witness_reports = witness_report_count() - reports_before;
 	if (res.hung) {
 		res.failed = true;
 		char b[160];
@@ -213,6 +220,13 @@ run_one(const scenario &s, const options &o, bool tty)
 	} else if (ctx.failed()) {
 		res.failed = true;
 		res.failure = ctx.failure();
+	} else if (res.witness_reports != 0) {
+		// Any report fails the run, even in count mode: the tool's
+		// exit status is how a script learns of a lock-order bug.
+		res.failed = true;
+		res.failure = std::to_string(res.witness_reports) +
+		    (o.witness == "warn" ? " WITNESS report(s), printed above" :
+		    " WITNESS report(s) (counted only: --witness warn prints them)");
 	}
 	return res;
 }
@@ -244,10 +258,10 @@ print_json(FILE *f, const options &o, const std::vector<result> &rs, bool ok)
 		std::fprintf(f, ",\"ops\":%" PRIu64 ",\"seconds\":%.3f,"
 		    "\"ops_per_second\":%.0f,\"switches\":%" PRIu64
 		    ",\"preemptions\":%" PRIu64 ",\"steals\":%" PRIu64
-		    ",\"passed\":%s", r.ops, r.seconds,
-		    r.seconds > 0 ? double(r.ops) / r.seconds : 0.0,
+		    ",\"witness_reports\":%" PRIu64 ",\"passed\":%s", r.ops,
+		    r.seconds, r.seconds > 0 ? double(r.ops) / r.seconds : 0.0,
 		    r.counts.switches, r.counts.preemptions, r.counts.steals,
-		    r.failed ? "false" : "true");
+		    r.witness_reports, r.failed ? "false" : "true");
 		if (r.failed) {
 			std::fprintf(f, ",\"failure\":");
 			json_string(f, r.failure);
@@ -260,16 +274,70 @@ print_json(FILE *f, const options &o, const std::vector<result> &rs, bool ok)
 void
 print_table(FILE *f, const std::vector<result> &rs)
 {
-	std::fprintf(f, "%-10s %10s %10s %10s %10s %8s  %s\n", "scenario", "ops",
-	    "ops/s", "switches", "preempts", "steals", "result");
+	std::fprintf(f, "%-12s %10s %10s %10s %10s %8s %8s  %s\n", "scenario",
+	    "ops", "ops/s", "switches", "preempts", "steals", "witness",
+	    "result");
 	for (const result &r : rs)
-		std::fprintf(f, "%-10s %10s %10s %10s %10s %8s  %s\n", r.s->name,
+		std::fprintf(f, "%-12s %10s %10s %10s %10s %8s %8" PRIu64 "  %s\n",
+		    r.s->name,
 		    human(double(r.ops)).c_str(),
 		    human(r.seconds > 0 ? double(r.ops) / r.seconds : 0).c_str(),
 		    human(double(r.counts.switches)).c_str(),
 		    human(double(r.counts.preemptions)).c_str(),
-		    human(double(r.counts.steals)).c_str(),
+		    human(double(r.counts.steals)).c_str(), r.witness_reports,
 		    r.failed ? (r.hung ? "HUNG" : "FAILED") : "ok");
+}
+
+// Render WITNESS's order graph (reversals in red) to path: DOT as is for a
+// .dot or .gv path, otherwise through Graphviz's dot, the format from the
+// extension (svg, png, pdf).  Returns false after a message.
+bool
+write_witness_graph(const std::string &path)
+{
+	std::string dot;
+	witness_dump_dot(witness_out_string(dot));
+	std::string ext = path.substr(path.find_last_of('.') + 1);
+	if (path.find('.') == std::string::npos)
+		ext = "svg";
+	if (ext == "dot" || ext == "gv") {
+		FILE *f = std::fopen(path.c_str(), "w");
+		if (f == nullptr || std::fwrite(dot.data(), 1, dot.size(), f) !=
+		    dot.size() || std::fclose(f) != 0) {
+			std::fprintf(stderr, "usmp-stress: --witness-graph: %s: "
+			    "%s\n", path.c_str(), std::strerror(errno));
+			return false;
+		}
+		return true;
+	}
+	// The path goes to the shell quoted; refuse a quote in it.
+	if (path.find('\'') != std::string::npos) {
+		std::fprintf(stderr, "usmp-stress: --witness-graph: a path with "
+		    "a quote is not supported: %s\n", path.c_str());
+		return false;
+	}
+	std::string cmd = "dot -T" + ext + " -o '" + path + "'";
+	// A dot that is missing or dies early closes the pipe: take that as
+	// a write error, not as SIGPIPE killing the tool.
+	struct sigaction ign = {}, old = {};
+	ign.sa_handler = SIG_IGN;
+	::sigaction(SIGPIPE, &ign, &old);
+	FILE *p = ::popen(cmd.c_str(), "w");
+	if (p == nullptr) {
+		::sigaction(SIGPIPE, &old, nullptr);
+		std::fprintf(stderr, "usmp-stress: --witness-graph: cannot run "
+		    "dot: %s\n", std::strerror(errno));
+		return false;
+	}
+	std::fwrite(dot.data(), 1, dot.size(), p);
+	int st = ::pclose(p);
+	::sigaction(SIGPIPE, &old, nullptr);
+	if (st != 0) {
+		std::fprintf(stderr, "usmp-stress: --witness-graph: \"%s\" "
+		    "failed (status %d; is Graphviz installed?)\n", cmd.c_str(),
+		    st);
+		return false;
+	}
+	return true;
 }
 
 } // namespace
@@ -306,8 +374,26 @@ main(int argc, char **argv)
 	app.add_flag("-q,--quiet", o.quiet, "no progress and no table");
 	app.add_option("--watchdog", o.watchdog,
 	    "seconds a scenario may overrun before it counts as hung");
+	app.add_option("--witness", o.witness,
+	    "WITNESS mode: warn (print reports, fail the run), count (fail "
+	    "without printing), abort (panic at the first), off")
+	    ->check(CLI::IsMember({"off", "warn", "count", "abort"}));
+	app.add_option("--witness-graph", o.witness_graph,
+	    "write the learned lock-order graph here at the end (.svg, .png, "
+	    ".pdf through Graphviz; .dot as is), reversals in red");
 	CLI11_PARSE(app, argc, argv);
 	o.seed_given = seed_opt->count() > 0;
+	if constexpr (!usmp::config::witness) {
+		// Say so rather than pass silently: nothing can be reported.
+		if (!o.witness_graph.empty()) {
+			std::fprintf(stderr, "usmp-stress: --witness-graph: this "
+			    "build has no WITNESS (configure with -DUSMP_WITNESS=ON)\n");
+			return 2;
+		}
+		if (o.witness != "off")
+			std::fprintf(stderr, "usmp-stress: note: this build has no "
+			    "WITNESS (USMP_WITNESS=OFF): lock order is not checked\n");
+	}
 
 	if (list) {
 		for (const scenario &s : all)
@@ -344,6 +430,10 @@ main(int argc, char **argv)
 	FILE *report = o.json ? stderr : stdout;
 
 	return usmp::run(cfg, [&]() -> int {
+		usmp::witness_set_mode(o.witness == "off" ? usmp::witness_mode::off :
+		    o.witness == "count" ? usmp::witness_mode::count :
+		    o.witness == "abort" ? usmp::witness_mode::abort :
+		    usmp::witness_mode::warn);
 		if (!o.quiet) {
 			char budget[64];
 			if (o.iterations)
@@ -385,6 +475,8 @@ main(int argc, char **argv)
 		}
 		if (!o.quiet)
 			print_table(report, results);
+		if (!o.witness_graph.empty() && !write_witness_graph(o.witness_graph))
+			ok = false;
 		if (o.json)
 			print_json(stdout, o, results, ok);
 		if (!o.quiet)
