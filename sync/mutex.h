@@ -48,6 +48,7 @@
 #include "runtime/critical.h"
 #include "runtime/internal/curthread.h"
 #include "runtime/thread.h"
+#include "sync/internal/witness_fast.h"
 #include "sync/lock.h"
 #include "sync/witness.h"
 
@@ -107,6 +108,24 @@ public:
 			    std::memory_order_acquire, std::memory_order_relaxed),
 			1))
 			return;
+		// WITNESS's inline known-order path (sync/internal/
+		// witness_fast.h); not built without USMP_WITNESS.
+		if constexpr (config::witness && !config::lock_profiling) {
+			if (witness_watched(&mtx_lo)) {
+				v = MTX_UNOWNED;
+				witness_detail::witness_held *wh =
+				    witness_detail::fast_checkorder(&mtx_lo, td);
+				if (wh != nullptr &&
+				    mtx_lock.compare_exchange_strong(v,
+					reinterpret_cast<uintptr_t>(td),
+					std::memory_order_acquire,
+					std::memory_order_relaxed)) {
+					witness_detail::fast_push(wh, &mtx_lo, file,
+					    line);
+					return;
+				}
+			}
+		}
 		lock_hard(file, line, 0);
 	}
 	// mtx_lock_flags(m, MTX_RECURSE): one recursive acquisition allowed
@@ -132,6 +151,22 @@ public:
 			    std::memory_order_release, std::memory_order_relaxed),
 			1))
 			return;
+		// WITNESS's inline path: the top entry, released.
+		if constexpr (config::witness && !config::lock_profiling) {
+			if (witness_watched(&mtx_lo)) {
+				thread *td = curthread_fast();
+				v = reinterpret_cast<uintptr_t>(td);
+				witness_detail::witness_held *wh =
+				    witness_detail::fast_unlock_check(&mtx_lo, td);
+				if (wh != nullptr &&
+				    mtx_lock.compare_exchange_strong(v, MTX_UNOWNED,
+					std::memory_order_release,
+					std::memory_order_relaxed)) {
+					witness_detail::fast_pop(wh);
+					return;
+				}
+			}
+		}
 		unlock_hard(file, line);
 	}
 	// mtx_destroy(): allowed unowned or owned once by the caller; panics

@@ -33,8 +33,13 @@
 //  2. The matrix bytes are atomics.  Writers (under w_spin) set bits with
 //     relaxed fetch_or after the order data is complete and publish with a
 //     release store of WITNESS_LOCK_ORDER_KNOWN last; the lock-free fast
-//     path reads [prev][new] with acquire: if it sees KNOWN|PARENT, the
+//     path reads [top][new] with acquire: if it sees KNOWN|PARENT, the
 //     edge exists, and edges are never removed, so no lock is needed.
+//     The fast path (known_order(), and its inline copy for sleep mutexes
+//     in sync/internal/witness_fast.h) needs the top held entry to carry
+//     LI_CHAIN; why that makes one byte enough is said at known_order().
+//     A stack is captured only when an order is first recorded or a
+//     report is made, outside w_spin (checkorder_slow).
 //  3. The held lists are written only by their owner (the thread, or the
 //     code running on the CPU inside a critical section); "show all locks"
 //     and the deadlock walk read other threads' lists racily, for display
@@ -63,6 +68,7 @@
 #include "runtime/internal/spinlock.h"
 #include "runtime/panic.h"
 #include "runtime/thread.h"
+#include "sync/internal/witness_fast.h"
 #include "sync/internal/witness_stack.h"
 #include "sync/mutex.h"
 
@@ -106,44 +112,31 @@ witness_out_string(std::string &s) noexcept
 
 namespace usmp {
 
+namespace witness_detail {
+// (a) written under w_spin, read without it (protocol step 2).
+std::atomic<uint8_t> w_rmatrix[WITNESS_COUNT + 1][WITNESS_COUNT + 1];
+} // namespace witness_detail
+
 namespace {
 
 // ---- Sizes (FreeBSD's defaults, scaled to a process).
-constexpr int WITNESS_COUNT = 1024;        // lock types
 constexpr int WITNESS_HASH = 251;          // name hash buckets
 constexpr int WITNESS_NAME = 64;           // type name bytes
 constexpr int WITNESS_LO_DATA_COUNT = 4096; // order records (edges + attempts)
 constexpr int WITNESS_LO_HASH = 1021;
 constexpr int WITNESS_STACK_DEPTH = 20;    // frames kept per order
-constexpr int WITNESS_HELD = 64;           // sleep locks held per thread
 constexpr int WITNESS_SPIN_HELD = 32;      // spin locks held per CPU
 constexpr int WITNESS_TD_STATIC = 128;     // per-thread blocks preallocated
 constexpr int WITNESS_BLESSED = 64;
 constexpr int WITNESS_PATH = 8;            // edges printed for a long cycle
 
-// Matrix bits (w_rmatrix[i][j] says what i is to j).
-enum : uint8_t {
-	WITNESS_PARENT = 0x01,     // i -> j directly
-	WITNESS_ANCESTOR = 0x02,   // i -> ... -> j
-	WITNESS_CHILD = 0x04,      // j -> i directly
-	WITNESS_DESCENDANT = 0x08, // j -> ... -> i
-	WITNESS_REVERSAL = 0x10,   // the pair's reversal was reported
-	WITNESS_LOCK_ORDER_KNOWN = 0x80, // i -> j has an order record
-	WITNESS_RELATED_MASK = WITNESS_PARENT | WITNESS_ANCESTOR,
-};
+using namespace witness_detail;
 
-// lock_instance li_flags.
-enum : unsigned {
-	LI_RECURSEMASK = 0x0000ffff,
-	LI_EXCLUSIVE = 0x00010000,
-};
-
-struct witness {
+struct witness : witness_node {
 	char w_name[WITNESS_NAME]; // (w) the type
 	const lock_class *w_class; // (w) null while only named by an order
 	unsigned w_kind;           // (w) LC_SLEEPLOCK or LC_SPINLOCK, 0 unknown
 	witness *w_hash_next;      // (w)
-	int w_index;               // (c) row/column in the matrix
 	int w_refcount;            // (w) live locks of the type
 };
 
@@ -163,22 +156,12 @@ struct lock_order {
 	lock_order *lod_next;           // (w) hash chain
 };
 
-struct lock_instance {
-	lock_object *li_lock;
-	const char *li_file;
-	int li_line;
-	unsigned li_flags;
-};
-
 // Per-thread WITNESS state (td_witness).  Locking key: (k) the thread
-// only; (w) w_spin; (a) atomic.
-struct witness_td {
-	lock_instance wt_locks[WITNESS_HELD]; // (k) sleep locks, oldest first
-	int wt_count;                   // (k) (read racily by show all locks)
-	int wt_untracked;               // (k) acquisitions beyond WITNESS_HELD
+// only; (w) w_spin; (a) atomic.  The held list and its counts are in the
+// base (sync/internal/witness_fast.h), which the inline fast path reads.
+struct witness_td : witness_held {
 	int wt_nosleep;                 // (k) witness_nosleep_enter depth
 	const char *wt_nosleep_what;    // (k)
-	int wt_in_report;               // (k) the sinks run: do not check
 	std::atomic<const lock_object *> wt_blocked_on; // (a) seq_cst
 	const char *wt_block_file;      // (k)
 	int wt_block_line;              // (k)
@@ -203,7 +186,6 @@ spinlock w_spin;                                    // protocol step 1
 witness w_data[WITNESS_COUNT + 1];                  // (w) [0] unused
 int w_count;                                        // (w) used entries
 witness *w_hash[WITNESS_HASH];                      // (w)
-std::atomic<uint8_t> w_rmatrix[WITNESS_COUNT + 1][WITNESS_COUNT + 1];
 lock_order w_lod[WITNESS_LO_DATA_COUNT];           // (w)
 int w_lod_count;                                    // (w)
 lock_order *w_lod_hash[WITNESS_LO_HASH];            // (w)
@@ -941,6 +923,13 @@ report_simple(witness_kind kind, const char *reason, const lock_object *lo,
 	emit(kind, s, d1, desc_of(lo, file, line), reason);
 }
 
+// The stack of an attempt, from checkorder_slow's caller's caller.
+__attribute__((noinline)) int
+capture_attempt(void **frames) noexcept
+{
+	return witness_stack_capture(frames, WITNESS_STACK_DEPTH, 3);
+}
+
 // The slow path of checkorder: the new lock's type is not a direct child
 // of the previous lock's.  v/n: the list of the same kind (thread's sleep
 // list or CPU's spin list).  Requires nothing; takes w_spin.
@@ -949,10 +938,13 @@ checkorder_slow(lock_object *lo, witness *w, unsigned flags,
     const char *file, int line, const lock_object *interlock,
     lock_instance *v, int n) noexcept
 {
-	// The stack of this attempt: for a new edge or a report.
+	// The stack of this attempt, for a new edge or a report only: it is
+	// captured outside w_spin (the unwinder may take the loader's lock)
+	// the first time the decision under w_spin needs it, and the decision
+	// is then made again from the start, as the graph may have changed.
 	void *frames[WITNESS_STACK_DEPTH];
-	int nframes = w_trace.load(std::memory_order_relaxed) ?
-	    witness_stack_capture(frames, WITNESS_STACK_DEPTH, 2) : 0;
+	int nframes = 0;
+	bool need_frames = w_trace.load(std::memory_order_relaxed);
 
 	// The previous lock: the most recent one that is not the interlock.
 	int pi = n - 1;
@@ -963,6 +955,16 @@ checkorder_slow(lock_object *lo, witness *w, unsigned flags,
 	lock_instance plock = v[pi];
 	witness *pw = lo_w(plock.li_lock);
 
+	// True (w_spin dropped, frames captured): decide again from retry.
+	auto capture_first = [&]() noexcept {
+		if (!need_frames)
+			return false;
+		w_unlock();
+		nframes = capture_attempt(frames);
+		need_frames = false;
+		return true;
+	};
+retry:
 	w_lock();
 	// Duplicate of the same type.
 	if (pw == w) {
@@ -970,6 +972,8 @@ checkorder_slow(lock_object *lo, witness *w, unsigned flags,
 		    (lo->lo_flags & LO_DUPOK) ||
 		    (plock.li_lock->lo_flags & LO_DUPOK);
 		if (!dupok && !(rm(w->w_index, w->w_index) & WITNESS_REVERSAL)) {
+			if (capture_first())
+				goto retry;
 			rm_set(w->w_index, w->w_index, WITNESS_REVERSAL);
 			w_unlock();
 			std::string s;
@@ -1016,6 +1020,8 @@ checkorder_slow(lock_object *lo, witness *w, unsigned flags,
 			w_unlock();
 			return; // reported once per pair
 		}
+		if (capture_first())
+			goto retry;
 		rm_set(w1->w_index, w->w_index, WITNESS_REVERSAL);
 		rm_set(w->w_index, w1->w_index, WITNESS_REVERSAL);
 		// Keep the attempt for badstacks.
@@ -1043,7 +1049,12 @@ checkorder_slow(lock_object *lo, witness *w, unsigned flags,
 	if (!(flags & LOP_TRYLOCK) && pw != nullptr && pw != w &&
 	    !(is_giant(plock.li_lock) && lo_sleepable(lo)) &&
 	    !(rm(pw->w_index, w->w_index) & WITNESS_PARENT) &&
+	    // Never a cycle (a Giant exemption above may have skipped a
+	    // reversal): the fast path's proof needs an acyclic graph.
+	    !isitmydescendant(w->w_index, pw->w_index) &&
 	    (plock.li_lock->lo_flags & LO_WITNESS)) {
+		if (capture_first())
+			goto retry;
 		lock_order *l = lod_find_locked(pw->w_index, w->w_index, false);
 		if (l == nullptr)
 			l = lod_new_locked(pw->w_index, w->w_index, false);
@@ -1057,6 +1068,94 @@ checkorder_slow(lock_object *lo, witness *w, unsigned flags,
 		adopt_locked(pw->w_index, w->w_index);
 	}
 	w_unlock();
+}
+
+// p -> c is a direct order whose record is complete (protocol step 2).
+inline bool
+parent_known(const witness *p, const witness *c) noexcept
+{
+	return (rm(p->w_index, c->w_index) &
+		   (WITNESS_PARENT | WITNESS_LOCK_ORDER_KNOWN)) ==
+	    (WITNESS_PARENT | WITNESS_LOCK_ORDER_KNOWN);
+}
+
+inline bool
+dupok(const lock_object *lo, const lock_object *held, unsigned flags) noexcept
+{
+	return (flags & LOP_DUPOK) || (lo->lo_flags & LO_DUPOK) ||
+	    (held->lo_flags & LO_DUPOK);
+}
+
+// The known-order fast path (protocol step 2): true if acquiring lo (of
+// type w) with the locks v[0..n) held (n > 0) can produce no report and
+// teach nothing, decided from the top entry and one matrix byte: no global
+// lock, no allocation, no stack, no scan of the list.
+//
+// Why the most recent lock is enough.  FreeBSD compares the new lock with
+// every held lock (and, as a shortcut, stops if it is a child of the most
+// recent one, which misses a reversal against a lock below a try-locked
+// one).  Here the shortcut is made exact.  The graph is acyclic (an edge is
+// added only after checking, under w_spin, that it closes no cycle; loaded
+// and declared orders are checked too) and its closure is kept.  If the
+// top entry carries LI_CHAIN, the types of the held locks, bottom to top,
+// are each an ancestor of (or, for a DUPOK run, equal to) the next.  If
+// moreover top -> w is a known direct order, every held type is a strict
+// ancestor of w, hence:
+//  - no held lock has type w, so lo is not held (no recursion or mode
+//    mismatch to check) and there is no duplicate;
+//  - w is an ancestor of no held type (that would be a cycle), so there is
+//    no reversal, whatever the length of the cycle it would close;
+//  - top -> w is known, so there is no order to learn.
+// What the graph does not say: "sleepable after non-sleepable" and "Giant
+// after non-sleepable", which LI_NONSLEEP answers for the whole list.  A
+// DUPOK duplicate of the top's type is fast too if no lock of the same-type
+// run at the top is lo itself.  Untracked locks (the list overflowed), an
+// interlock, or a try-lock (which checks recursion only) take the slow path.
+inline bool
+known_order(const lock_object *lo, const witness *w, unsigned flags,
+    const lock_object *interlock, const lock_instance *v, int n,
+    int untracked) noexcept
+{
+	const lock_instance &top = v[n - 1];
+	if (!(top.li_flags & LI_CHAIN) || interlock != nullptr ||
+	    (flags & LOP_TRYLOCK) || untracked != 0)
+		return false;
+	if (((lo_sleepable(lo) && !(flags & LOP_NOSLEEP)) || is_giant(lo)) &&
+	    (top.li_flags & LI_NONSLEEP))
+		return false;
+	const witness *tw = lo_w(top.li_lock);
+	if (tw != w)
+		return parent_known(tw, w);
+	if (!dupok(lo, top.li_lock, flags))
+		return false;
+	for (int i = n - 1; i >= 0 && lo_w(v[i].li_lock) == w; i--)
+		if (v[i].li_lock == lo)
+			return false;
+	return true;
+}
+
+// The LI_CHAIN and LI_NONSLEEP bits of lo pushed above v[0..n).  Sets
+// *fresh if lo cannot be in the list (see known_order()).
+inline unsigned
+push_flags(const lock_object *lo, const witness *w, const lock_instance *v,
+    int n, bool *fresh) noexcept
+{
+	unsigned f = (!lo_sleepable(lo) && !is_giant(lo)) ? LI_NONSLEEP : 0u;
+	*fresh = n == 0;
+	if (n == 0)
+		return f | LI_CHAIN;
+	const lock_instance &top = v[n - 1];
+	f |= top.li_flags & LI_NONSLEEP;
+	if (top.li_flags & LI_CHAIN) {
+		const witness *tw = lo_w(top.li_lock);
+		if (tw == w) {
+			f |= LI_CHAIN;
+		} else if (isitmydescendant(tw->w_index, w->w_index)) {
+			f |= LI_CHAIN;
+			*fresh = true;
+		}
+	}
+	return f;
 }
 
 // The list curthread's acquisition of lo goes to.  For spin locks the
@@ -1107,6 +1206,8 @@ checkorder_impl(thread *td, witness_td *wt, lock_object *lo, witness *w,
 	list_for(td, lo, wt, &v, &np, &unt, &cap);
 	int n = *np;
 	if (n == 0)
+		return;
+	if (known_order(lo, w, flags, interlock, v, n, *unt))
 		return;
 	if (interlock != nullptr) {
 		lock_instance *il = find_instance(v, n, interlock);
@@ -1163,36 +1264,6 @@ checkorder_impl(thread *td, witness_td *wt, lock_object *lo, witness *w,
 	}
 	if (flags & LOP_TRYLOCK)
 		return;
-	// Fast path (protocol step 2): the most recent held lock of another
-	// type (skipping the interlock and same-type DUPOK locks) is a
-	// direct parent of lo's type.
-	int pi = n - 1;
-	while (pi >= 0 && (v[pi].li_lock == interlock ||
-			      !(v[pi].li_lock->lo_flags & LO_WITNESS)))
-		pi--;
-	if (pi < 0)
-		return;
-	witness *pw = lo_w(v[pi].li_lock);
-	if (pw != nullptr && pw != w &&
-	    (rm(pw->w_index, w->w_index) & (WITNESS_PARENT |
-					    WITNESS_LOCK_ORDER_KNOWN)) ==
-		(WITNESS_PARENT | WITNESS_LOCK_ORDER_KNOWN))
-		return;
-	if (pw == w && ((flags & LOP_DUPOK) || (lo->lo_flags & LO_DUPOK) ||
-			   (v[pi].li_lock->lo_flags & LO_DUPOK))) {
-		// Same-type DUPOK: decide on the lock before it.
-		int qi = pi - 1;
-		while (qi >= 0 && (v[qi].li_lock == interlock ||
-				      lo_w(v[qi].li_lock) == w ||
-				      !(v[qi].li_lock->lo_flags & LO_WITNESS)))
-			qi--;
-		if (qi < 0)
-			return;
-		witness *qw = lo_w(v[qi].li_lock);
-		if (qw != nullptr &&
-		    (rm(qw->w_index, w->w_index) & WITNESS_PARENT))
-			return;
-	}
 	checkorder_slow(lo, w, flags, file, line, interlock, v, n);
 }
 
@@ -1897,10 +1968,14 @@ witness_lock(lock_object *lo, unsigned flags, const char *file,
 	lock_instance *v;
 	int *np, *unt, cap;
 	list_for(td, lo, wt, &v, &np, &unt, &cap);
-	if (lock_instance *li = find_instance(v, *np, lo)) {
+	bool fresh;
+	unsigned f = push_flags(lo, lo_w(lo), v, *np, &fresh);
+	lock_instance *li = fresh ? nullptr : find_instance(v, *np, lo);
+	if (li != nullptr) {
 		li->li_flags++;
 	} else if (*np < cap) {
-		v[*np] = {lo, file, line, (flags & LOP_EXCLUSIVE) ? LI_EXCLUSIVE : 0u};
+		v[*np] = {lo, file, line,
+		    f | ((flags & LOP_EXCLUSIVE) ? LI_EXCLUSIVE : 0u)};
 		// The entry is complete before the count shows it (show all
 		// locks reads other threads' lists).
 		std::atomic_signal_fence(std::memory_order_release);
