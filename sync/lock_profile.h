@@ -1,6 +1,7 @@
 // Lock profiling (LOCK_PROFILING(9), subr_lock.c): per lock type and
 // acquisition site, how often a lock was taken, how often it was found held
-// (contended), and the total and longest hold and wait times.
+// (contended), and the total and longest hold and wait times; for every
+// lock class: sleep and spin mutexes, sx and rw locks, in both modes.
 //
 // Built with the option USMP_LOCK_PROFILING=ON (CMake); otherwise the hooks
 // compile to nothing and lock_profile_stats() reports that it is off.  The
@@ -8,7 +9,9 @@
 // critical section: no global lock on the acquisition path), merged by
 // site when dumped.  Hold times are measured for exclusive holds (the lock
 // object keeps the acquisition time, as only one thread holds it); shared
-// acquisitions count acquisitions, contention and wait time.  As FreeBSD's
+// acquisitions count acquisitions, contention and wait time (timing a
+// shared hold needs a record per holder: FreeBSD keeps one per thread, and
+// usmp has no such field yet), and a downgrade ends the exclusive hold.  As FreeBSD's
 // man page warns, do not read hold times from a build that also runs
 // WITNESS checks: switch WITNESS off at run time (USMP_WITNESS=off).
 //
@@ -60,5 +63,38 @@ void lock_profile_obtain(lock_object *lo, bool exclusive, bool contested,
     uint64_t waited, const char *file, int line) noexcept;
 // The final release (not a recursion) of an exclusive hold.
 void lock_profile_release(lock_object *lo) noexcept;
+
+// The helpers the primitives call (each compiles to nothing without
+// USMP_LOCK_PROFILING).  The pattern, for every lock class and mode:
+//   uint64_t t0 = lock_profile_wait_start(<first look found it held by
+//       another thread>);
+//   ... acquire (spin, block or sleep) ...
+//   lock_profile_acquired(lo, exclusive, t0, file, line); // not on recursion
+// and lock_profile_released(lo) before the final release of an exclusive
+// hold.  t0 is 0 when uncontested (CLOCK_MONOTONIC is never 0).
+inline uint64_t
+lock_profile_wait_start(bool contested) noexcept
+{
+	if constexpr (!config::lock_profiling)
+		return 0;
+	else
+		return contested ? lock_profile_now() : 0;
+}
+
+inline void
+lock_profile_acquired(lock_object *lo, bool exclusive, uint64_t t0,
+    const char *file, int line) noexcept
+{
+	if constexpr (config::lock_profiling)
+		lock_profile_obtain(lo, exclusive, t0 != 0,
+		    t0 != 0 ? lock_profile_now() - t0 : 0, file, line);
+}
+
+inline void
+lock_profile_released(lock_object *lo) noexcept
+{
+	if constexpr (config::lock_profiling)
+		lock_profile_release(lo);
+}
 
 } // namespace usmp

@@ -581,6 +581,7 @@ spin_mutex::try_lock(const char *file, int line) noexcept
 	if (mtx_lock.compare_exchange_strong(v,
 		reinterpret_cast<uintptr_t>(curthread_fast()),
 		std::memory_order_acquire, std::memory_order_relaxed)) {
+		lock_profile_acquired(&mtx_lo, true, 0, file, line);
 		if (witness_watched(&mtx_lo))
 			witness_lock(&mtx_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file,
 			    line);

@@ -50,6 +50,7 @@
 #include "runtime/thread.h"
 #include "sync/internal/witness_fast.h"
 #include "sync/lock.h"
+#include "sync/lock_profile.h"
 #include "sync/witness.h"
 
 namespace usmp {
@@ -257,11 +258,17 @@ public:
 					 std::memory_order_acquire,
 					 std::memory_order_relaxed),
 			1)) {
+			lock_profile_acquired(&mtx_lo, true, 0, file, line);
 			if (witness_watched(&mtx_lo))
 				witness_lock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 			return;
 		}
+		// Profiling: contested unless a recursion (lock_hard's).
+		bool recursing = v == reinterpret_cast<uintptr_t>(td);
+		uint64_t t0 = lock_profile_wait_start(!recursing);
 		lock_hard(v, file, line);
+		if (!recursing)
+			lock_profile_acquired(&mtx_lo, true, t0, file, line);
 		if (witness_watched(&mtx_lo))
 			witness_lock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 	}
@@ -282,6 +289,7 @@ public:
 			unlock_hard(file, line);
 			return;
 		}
+		lock_profile_released(&mtx_lo);
 		mtx_lock.store(MTX_UNOWNED, std::memory_order_release);
 		spin_exit(td);
 	}

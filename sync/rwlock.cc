@@ -26,6 +26,7 @@
 #include "runtime/panic.h"
 #include "sync/internal/lock_delay.h"
 #include "sync/internal/ts_tdstate.h"
+#include "sync/lock_profile.h"
 #include "sync/turnstile.h"
 
 namespace usmp {
@@ -153,6 +154,7 @@ rwlock::wlock_hard(const char *file, int line) noexcept
 			witness_lock(&rw_lo, LOP_EXCLUSIVE, file, line);
 		return;
 	}
+	uint64_t t0 = lock_profile_wait_start(v != RW_UNLOCKED);
 	unsigned spun = 0;
 	for (;;) {
 		if (v == RW_UNLOCKED) {
@@ -213,6 +215,7 @@ rwlock::wlock_hard(const char *file, int line) noexcept
 		v = rw_lock.load(std::memory_order_relaxed);
 	}
 	held(td, 0, 1);
+	lock_profile_acquired(&rw_lo, true, t0, file, line);
 	if (w)
 		witness_lock(&rw_lo, LOP_EXCLUSIVE, file, line);
 }
@@ -239,6 +242,7 @@ rwlock::try_lock(const char *file, int line) noexcept
 	if (rw_lock.compare_exchange_strong(v, reinterpret_cast<uintptr_t>(td),
 		std::memory_order_acquire, std::memory_order_relaxed)) {
 		held(td, 0, 1);
+		lock_profile_acquired(&rw_lo, true, 0, file, line);
 		if (w)
 			witness_lock(&rw_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file,
 			    line);
@@ -254,6 +258,8 @@ rwlock::unlock(const char *file, int line) noexcept
 	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
 	if (witness_watched(&rw_lo))
 		witness_unlock(&rw_lo, LOP_EXCLUSIVE, file, line);
+	if (rw_recurse == 0)
+		lock_profile_released(&rw_lo);
 	uintptr_t v = tid;
 	if (__builtin_expect(rw_recurse == 0 &&
 			rw_lock.compare_exchange_strong(v, RW_UNLOCKED,
@@ -305,11 +311,15 @@ rwlock::lock_shared(const char *file, int line) noexcept
 		if (rw_lock.compare_exchange_weak(v, v + RW_ONE_READER,
 			std::memory_order_acquire, std::memory_order_relaxed)) {
 			held(td, 1, 0);
+			lock_profile_acquired(&rw_lo, false, 0, file, line);
 			if (w)
 				witness_lock(&rw_lo, 0, file, line);
 			return;
 		}
 	}
+	// Contested: a writer holds it or waits (the fast loop ends only
+	// then, or in a critical section, which panics below).
+	uint64_t t0 = lock_profile_wait_start(true);
 	if (v == RW_DESTROYED)
 		lock_check_failed(&rw_lo, "rw_rlock()", file, line);
 	lock_check_live(&rw_lo, "rw_rlock()", file, line);
@@ -369,6 +379,7 @@ rwlock::lock_shared(const char *file, int line) noexcept
 		v = rw_lock.load(std::memory_order_relaxed);
 	}
 	held(td, 1, 0);
+	lock_profile_acquired(&rw_lo, false, t0, file, line);
 	if (w)
 		witness_lock(&rw_lo, 0, file, line);
 }
@@ -386,6 +397,7 @@ rwlock::try_lock_shared(const char *file, int line) noexcept
 		if (rw_lock.compare_exchange_weak(v, v + RW_ONE_READER,
 			std::memory_order_acquire, std::memory_order_relaxed)) {
 			held(td, 1, 0);
+			lock_profile_acquired(&rw_lo, false, 0, file, line);
 			if (witness_watched(&rw_lo))
 				witness_lock(&rw_lo, LOP_TRYLOCK, file, line);
 			return true;
@@ -511,6 +523,7 @@ rwlock::downgrade(const char *file, int line) noexcept
 	if (rw_recurse != 0)
 		panic("rw_downgrade() of recursed rwlock \"%s\" @ %s:%d",
 		    rw_lo.lo_name, file, line);
+	lock_profile_released(&rw_lo); // the exclusive hold ends
 	v = tid;
 	if (!rw_lock.compare_exchange_strong(v, RW_LOCK_READ | RW_ONE_READER,
 		std::memory_order_release, std::memory_order_relaxed)) {

@@ -102,7 +102,7 @@ public:
 		thread *td = curthread_fast();
 		uintptr_t v = RW_UNLOCKED;
 		if (__builtin_expect(td->td_critnest == 0 &&
-			!witness_watched(&rw_lo) &&
+			!witness_watched(&rw_lo) && !config::lock_profiling &&
 			rw_lock.compare_exchange_strong(v,
 			    reinterpret_cast<uintptr_t>(td),
 			    std::memory_order_acquire, std::memory_order_relaxed),

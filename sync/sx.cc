@@ -24,6 +24,7 @@
 #include "runtime/panic.h"
 #include "sync/internal/sq_check.h"
 #include "sync/mutex.h"
+#include "sync/lock_profile.h"
 #include "sync/sleepqueue.h"
 #include "sync/witness.h"
 
@@ -198,9 +199,16 @@ sx::lock(const char *file, int line) noexcept
 		witness_checkorder(&sx_lo, LOP_EXCLUSIVE, file, line);
 	uintptr_t tid = tid_of(curthread_fast());
 	uintptr_t v = SX_LOCK_UNLOCKED;
+	bool recursing = false;
+	uint64_t t0 = 0;
 	if (__builtin_expect(!sx_lock.compare_exchange_strong(v, tid,
-		std::memory_order_acquire, std::memory_order_relaxed), 0))
+		std::memory_order_acquire, std::memory_order_relaxed), 0)) {
+		recursing = owner_of(v) == reinterpret_cast<thread *>(tid);
+		t0 = lock_profile_wait_start(!recursing);
 		(void)xlock_hard(tid, 0, file, line);
+	}
+	if (!recursing)
+		lock_profile_acquired(&sx_lo, true, t0, file, line);
 	if (w)
 		witness_lock(&sx_lo, LOP_EXCLUSIVE, file, line);
 }
@@ -215,9 +223,16 @@ sx::lock_sig(const char *file, int line) noexcept
 	uintptr_t tid = tid_of(curthread_fast());
 	uintptr_t v = SX_LOCK_UNLOCKED;
 	int error = 0;
+	bool recursing = false;
+	uint64_t t0 = 0;
 	if (!sx_lock.compare_exchange_strong(v, tid, std::memory_order_acquire,
-		std::memory_order_relaxed))
+		std::memory_order_relaxed)) {
+		recursing = owner_of(v) == reinterpret_cast<thread *>(tid);
+		t0 = lock_profile_wait_start(!recursing);
 		error = xlock_hard(tid, SLEEPQ_INTERRUPTIBLE, file, line);
+	}
+	if (!recursing && error == 0)
+		lock_profile_acquired(&sx_lo, true, t0, file, line);
 	if (w && error == 0)
 		witness_lock(&sx_lo, LOP_EXCLUSIVE, file, line);
 	return error;
@@ -231,7 +246,9 @@ sx::try_lock(const char *file, int line) noexcept
 	uintptr_t v = SX_LOCK_UNLOCKED;
 	bool got = sx_lock.compare_exchange_strong(v, tid_of(td),
 	    std::memory_order_acquire, std::memory_order_relaxed);
-	if (!got && owner_of(v) == td && (sx_lo.lo_flags & LO_RECURSABLE)) {
+	if (got)
+		lock_profile_acquired(&sx_lo, true, 0, file, line);
+	else if (owner_of(v) == td && (sx_lo.lo_flags & LO_RECURSABLE)) {
 		sx_recurse++;
 		got = true;
 	}
@@ -304,6 +321,7 @@ sx::unlock(const char *file, int line) noexcept
 		sx_recurse--;
 		return;
 	}
+	lock_profile_released(&sx_lo);
 	uintptr_t v = tid_of(td);
 	if (__builtin_expect(!sx_lock.compare_exchange_strong(v,
 		SX_LOCK_UNLOCKED, std::memory_order_release,
@@ -338,11 +356,19 @@ sx::lock_shared(const char *file, int line) noexcept
 	if (w)
 		witness_checkorder(&sx_lo, 0, file, line);
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	uint64_t t0 = 0;
 	if (!__builtin_expect((x & (SX_LOCK_SHARED | SX_LOCK_EXCLUSIVE_WAITERS)) ==
 		    SX_LOCK_SHARED &&
 		sx_lock.compare_exchange_strong(x, x + SX_ONE_SHARER,
-		    std::memory_order_acquire, std::memory_order_relaxed), 1))
+		    std::memory_order_acquire, std::memory_order_relaxed), 1)) {
+		// Contested: held exclusively or with writers waiting (a race
+		// with another sharer is not).
+		t0 = lock_profile_wait_start(
+		    (x & (SX_LOCK_SHARED | SX_LOCK_EXCLUSIVE_WAITERS)) !=
+		    SX_LOCK_SHARED);
 		(void)slock_hard(0, file, line);
+	}
+	lock_profile_acquired(&sx_lo, false, t0, file, line);
 	if (w)
 		witness_lock(&sx_lo, 0, file, line);
 }
@@ -354,7 +380,12 @@ sx::lock_shared_sig(const char *file, int line) noexcept
 	bool w = witness_watched(&sx_lo);
 	if (w)
 		witness_checkorder(&sx_lo, 0, file, line);
+	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
+	uint64_t t0 = lock_profile_wait_start(
+	    (x & (SX_LOCK_SHARED | SX_LOCK_EXCLUSIVE_WAITERS)) != SX_LOCK_SHARED);
 	int error = slock_hard(SLEEPQ_INTERRUPTIBLE, file, line);
+	if (error == 0)
+		lock_profile_acquired(&sx_lo, false, t0, file, line);
 	if (w && error == 0)
 		witness_lock(&sx_lo, 0, file, line);
 	return error;
@@ -368,6 +399,7 @@ sx::try_lock_shared(const char *file, int line) noexcept
 	while (x & SX_LOCK_SHARED) {
 		if (sx_lock.compare_exchange_weak(x, x + SX_ONE_SHARER,
 			std::memory_order_acquire, std::memory_order_relaxed)) {
+			lock_profile_acquired(&sx_lo, false, 0, file, line);
 			if (witness_watched(&sx_lo))
 				witness_lock(&sx_lo, LOP_TRYLOCK, file, line);
 			return true;
@@ -499,6 +531,7 @@ sx::downgrade(const char *file, int line) noexcept
 	if (sx_recurse != 0)
 		panic("sx_downgrade: sx \"%s\" recursed @ %s:%d", sx_lo.lo_name,
 		    file, line);
+	lock_profile_released(&sx_lo); // the exclusive hold ends
 	uintptr_t v = tid_of(curthread_fast());
 	if (sx_lock.compare_exchange_strong(v, SX_LOCK_SHARED | SX_ONE_SHARER,
 		std::memory_order_release, std::memory_order_relaxed))

@@ -1,4 +1,5 @@
-// Lock profiling: figures that match a scripted hold and wait.  In the
+// Lock profiling: figures that match a scripted hold and wait, for every
+// lock class (sleep and spin mutexes, sx and rw, exclusive and shared).  In the
 // default build (USMP_LOCK_PROFILING=OFF) it checks that nothing is
 // recorded and the table says so; the ctest test_sync_lock_profile_on
 // (lock_profile_unit.cmake) builds and runs this file with it ON.
@@ -11,7 +12,10 @@
 #include "runtime/config.h"
 #include "support/machine.h"
 #include "sync/lock_profile.h"
+#include "runtime/thread.h"
 #include "sync/mutex.h"
+#include "sync/rwlock.h"
+#include "sync/sx.h"
 #include "sync/witness.h"
 
 using namespace std::chrono_literals;
@@ -95,4 +99,116 @@ TEST_CASE("lock profiling: a scripted hold and wait", "[unit][profiling]")
 		    r.contested == 0)
 			loop = true;
 	CHECK(loop);
+}
+
+namespace {
+
+// One scripted hold and wait on a lock of any class: a holder bound to CPU
+// 1 takes it exclusively (hold()), keeps it at least 30 ms, and releases it;
+// meanwhile this thread (CPU 0) takes it with wait() and releases it with
+// done().  Records the two sites' lines.  keep: how the holder passes 30 ms
+// with the lock held (a spin mutex holder may not yield).
+template <class Hold, class Release, class Wait, class Done, class Keep>
+void
+scripted(int &hold_line, int &wait_line, Hold hold, Release release,
+    Wait wait, Done done, Keep keep)
+{
+	std::atomic<int> step{0};
+	thread_attr a;
+	a.cpu = 1;
+	a.name = "prof holder";
+	green_thread holder(a, [&] {
+		hold_line = hold();
+		step = 1;
+		auto t0 = std::chrono::steady_clock::now();
+		while (std::chrono::steady_clock::now() - t0 < 30ms)
+			keep();
+		release();
+	});
+	while (step.load() != 1)
+		thread_yield();
+	wait_line = wait(); // contested: the holder keeps it 30 ms
+	done();
+	holder.join();
+}
+
+void
+check_scripted(const std::vector<lock_profile_record> &recs, const char *type,
+    const char *cls, int hold_line, int wait_line, bool wait_exclusive)
+{
+	INFO(type);
+	const lock_profile_record *h = find(recs, type, hold_line);
+	const lock_profile_record *w = find(recs, type, wait_line);
+	REQUIRE(h != nullptr);
+	REQUIRE(w != nullptr);
+	CHECK(std::string(h->cls) == cls);
+	CHECK(h->count == 1);
+	CHECK(h->contested == 0);
+	CHECK(h->wait_total == 0);
+	CHECK(h->hold_max >= 30'000'000);
+	CHECK(h->hold_total == h->hold_max);
+	CHECK(w->count == 1);
+	CHECK(w->contested == 1);
+	CHECK(w->wait_max > 0);
+	CHECK(w->wait_total == w->wait_max);
+	if (wait_exclusive) // timed from acquisition to release
+		CHECK(w->hold_total == w->hold_max);
+	else // shared holds are not timed (lock_profile.h)
+		CHECK(w->hold_total == 0);
+}
+
+} // namespace
+
+TEST_CASE("lock profiling: spin mutexes, sx and rwlocks, both modes",
+    "[unit][profiling]")
+{
+	witness_set_mode(witness_mode::off);
+	lock_profile_reset();
+	int spin_h = 0, spin_w = 0, sxx_h = 0, sxx_w = 0, sxs_h = 0, sxs_w = 0;
+	int rww_h = 0, rww_w = 0, rwr_h = 0, rwr_w = 0;
+	test::machine m(2);
+	m.run([&] {
+		spin_mutex sm("prof spin");
+		sx s1("prof sx x"), s2("prof sx s");
+		rwlock r1("prof rw w"), r2("prof rw r");
+		auto spin = [] {}; // a spin mutex holder may not yield
+		auto yield = [] { thread_yield(); };
+		scripted(spin_h, spin_w,
+		    [&] { int l = __LINE__; sm.lock(); return l; },
+		    [&] { sm.unlock(); },
+		    [&] { int l = __LINE__; sm.lock(); return l; },
+		    [&] { sm.unlock(); }, spin);
+		scripted(sxx_h, sxx_w,
+		    [&] { int l = __LINE__; s1.lock(); return l; },
+		    [&] { s1.unlock(); },
+		    [&] { int l = __LINE__; s1.lock(); return l; },
+		    [&] { s1.unlock(); }, yield);
+		scripted(sxs_h, sxs_w,
+		    [&] { int l = __LINE__; s2.lock(); return l; },
+		    [&] { s2.unlock(); },
+		    [&] { int l = __LINE__; s2.lock_shared(); return l; },
+		    [&] { s2.unlock_shared(); }, yield);
+		scripted(rww_h, rww_w,
+		    [&] { int l = __LINE__; r1.lock(); return l; },
+		    [&] { r1.unlock(); },
+		    [&] { int l = __LINE__; r1.lock(); return l; },
+		    [&] { r1.unlock(); }, yield);
+		scripted(rwr_h, rwr_w,
+		    [&] { int l = __LINE__; r2.lock(); return l; },
+		    [&] { r2.unlock(); },
+		    [&] { int l = __LINE__; r2.lock_shared(); return l; },
+		    [&] { r2.unlock_shared(); }, yield);
+	});
+	witness_set_mode(witness_mode::warn);
+	auto recs = lock_profile_records();
+	INFO(lock_profile_stats());
+	if constexpr (!config::lock_profiling) {
+		CHECK(recs.empty());
+		return;
+	}
+	check_scripted(recs, "prof spin", "spin mutex", spin_h, spin_w, true);
+	check_scripted(recs, "prof sx x", "sx", sxx_h, sxx_w, true);
+	check_scripted(recs, "prof sx s", "sx", sxs_h, sxs_w, false);
+	check_scripted(recs, "prof rw w", "rw", rww_h, rww_w, true);
+	check_scripted(recs, "prof rw r", "rw", rwr_h, rwr_w, false);
 }
