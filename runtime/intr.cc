@@ -158,6 +158,7 @@ preempt_handler(int, siginfo_t *, void *ucv) noexcept
 		return;
 	}
 	pc->pc_ipi_pending.store(0, std::memory_order_relaxed);
+	pc->pc_cnt_ipis++;
 	thread *td = pc->pc_curthread;
 	int crit = td->td_critnest;
 	int spin = td->td_spinlock_count;

@@ -191,6 +191,7 @@ machine_boot(const machine_config &cfg) noexcept
 		pc->pc_idlethread = thread_make_idle(c);
 		pc->pc_curthread = pc->pc_idlethread;
 	}
+	counters_boot(g_machine.ms_pcpus, ncpus);
 	sched_boot(cfg, ncpus);
 	// The interrupt controller (interrupts/ring.cc): one io_uring per
 	// CPU, and the idle backend that waits in it.
@@ -272,6 +273,7 @@ machine_shutdown() noexcept
 			sched_dump_cpu(c);
 	}
 
+	counters_shutdown();
 	g_machine.ms_running.store(false, std::memory_order_release);
 	stack_drain_all();
 	sched_shutdown();

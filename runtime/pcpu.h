@@ -45,6 +45,7 @@ struct alignas(64) pcpu {
 	uint64_t pc_cnt_steals = 0;
 	uint64_t pc_cnt_parks = 0;
 	uint64_t pc_cnt_ipis = 0;
+	uint64_t *pc_counters = nullptr;    // (c) counter_u64 block (counters.cc)
 };
 
 // The pcpu of the calling OS thread, or null on a foreign OS thread.

@@ -62,6 +62,7 @@
 #include <cstring>
 #include <new>
 
+#include "runtime/counters.h"
 #include "runtime/critical.h"
 #include "runtime/machine.h"
 #include "runtime/internal/curthread.h"
@@ -623,11 +624,18 @@ sched_add_new(thread *td) noexcept
 	spinlock_exit();
 }
 
+static counter_u64 c_wakeups("kern.sched.wakeups", "sleeping or blocked threads made runnable");
+static counter_u64 c_wakeup_migrations("kern.sched.wakeup_migrations",
+    "wakeups that placed the thread on another CPU than it last ran on");
+
 void
 sched_wakeup(thread *td, int flags) noexcept
 {
 	td->td_state = TDS_CAN_RUN;
 	int cpu = sched_pickcpu(td, (flags & SRQ_WAKER_LEAVES) != 0);
+	c_wakeups.add();
+	if (cpu != td->td_lastcpu)
+		c_wakeup_migrations.add();
 	tdq *q = tdq_of(cpu);
 	q->tdq_lock.lock();
 	td->td_cpu = cpu;

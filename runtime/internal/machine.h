@@ -54,6 +54,12 @@ int topology_npus() noexcept;
 // Pin the calling OS thread to processing unit `pu` (modulo the count).
 int topology_pin(int pu) noexcept;
 
+// runtime/counters.cc: make (zeroed) and hand out the per-CPU counter
+// blocks, before any CPU runs; keep the procedures' last values, once the
+// CPUs have stopped and while the pcpus still exist.
+void counters_boot(pcpu *pcpus, int ncpus) noexcept;
+void counters_shutdown() noexcept;
+
 // runtime/codemap.cc
 int codemap_init() noexcept;
 bool codemap_preemptible(uintptr_t pc) noexcept;
