@@ -5,6 +5,22 @@
 // object with a live continuation run its destructor: that would unwind the
 // suspended stack, and usmp owns its stacks and never unwinds them (a thread
 // that exits is forgotten, its stack goes back to the cache).
+//
+// Sanitizers (USMP_SANITIZE_ADDRESS / USMP_SANITIZE_THREAD) and Valgrind.
+// Each must be told about every stack switch, or it reports the new stack's
+// frames as wild accesses (ASan), mixes two threads' histories (TSan) or
+// takes a switch for a huge stack growth (Valgrind).  The protocol, around
+// each jump (which never changes OS thread: a jump is within one CPU):
+//  1. Before: ASan's __sanitizer_start_switch_fiber with the target's stack
+//     (NULL fake-stack save slot when the caller never runs again, so ASan
+//     frees its fake stack); TSan's __tsan_switch_to_fiber to the target's
+//     fiber, after noting the current fiber in the OS thread's tl_from.
+//  2. After (in the resumed code: after the jump returns, or first thing in
+//     a new context): __sanitizer_finish_switch_fiber, which returns the
+//     stack we came from; with tl_from's fiber, that describes the context
+//     just suspended, which is what context_resume() returns.
+// A context of an OS thread's own stack (the idle thread) thus gets its
+// bounds and fiber the first time it is suspended.
 #include "runtime/context.h"
 
 #include <boost/context/fiber.hpp>
@@ -16,7 +32,21 @@
 #include <cstring>
 #include <utility>
 
+#include "runtime/config.h"
 #include "runtime/panic.h"
+
+#if USMP_SANITIZE_ADDRESS
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if USMP_SANITIZE_THREAD
+#include <sanitizer/tsan_interface.h>
+#endif
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define USMP_HAVE_VALGRIND 1
+#else
+#define USMP_HAVE_VALGRIND 0
+#endif
 
 namespace usmp {
 
@@ -52,6 +82,46 @@ take(context *c) noexcept
 	return f;
 }
 
+// Step 1's note of the context being suspended, per OS thread (the jump
+// stays on the OS thread, so the other side reads it right after).  Written
+// and read by noinline functions: the compiler must not reuse a
+// thread-local address computed before a jump (runtime/thread.h).
+thread_local context tl_from;
+
+__attribute__((noinline)) void
+note_from(const context *self) noexcept
+{
+	context d;
+	if (self != nullptr) {
+		d.c_stack_lo = self->c_stack_lo;
+		d.c_stack_size = self->c_stack_size;
+		d.c_tsan_fiber = self->c_tsan_fiber;
+		d.c_vg_stack = self->c_vg_stack;
+		d.c_made = self->c_made;
+	}
+#if USMP_SANITIZE_THREAD
+	if (d.c_tsan_fiber == nullptr) // an OS thread's own stack
+		d.c_tsan_fiber = __tsan_get_current_fiber();
+#endif
+	tl_from = d;
+}
+
+// Step 2: describe the context just suspended, in *r (all but c_word).
+__attribute__((noinline)) void
+finish_switch(void *fake_stack, context *r) noexcept
+{
+	*r = tl_from;
+#if USMP_SANITIZE_ADDRESS
+	const void *lo = nullptr;
+	std::size_t size = 0;
+	__sanitizer_finish_switch_fiber(fake_stack, &lo, &size);
+	r->c_stack_lo = lo;
+	r->c_stack_size = size;
+#else
+	(void)fake_stack;
+#endif
+}
+
 } // namespace
 
 void
@@ -65,21 +135,65 @@ context_make(context *c, void *lo, void *top, context_entry_fn entry) noexcept
 	bctx::fiber f(std::allocator_arg, palloc, no_dealloc{},
 	    [entry](bctx::fiber &&from) -> bctx::fiber {
 		    context fromc;
+		    finish_switch(nullptr, &fromc);
 		    store(&fromc, std::move(from));
 		    entry(fromc);
 		    panic("context_make: context entry returned");
 	    });
 	store(c, std::move(f));
+	c->c_stack_lo = lo;
+	c->c_stack_size = sctx.size;
+	c->c_made = true;
+#if USMP_SANITIZE_THREAD
+	c->c_tsan_fiber = __tsan_create_fiber(0);
+#endif
+#if USMP_HAVE_VALGRIND
+	c->c_vg_stack = VALGRIND_STACK_REGISTER(lo, top);
+#endif
 }
 
 context
-context_resume(context *to) noexcept
+context_resume(context *to, const context *self, bool last) noexcept
 {
+	note_from(self);
+	void *fake_stack = nullptr;
+#if USMP_SANITIZE_ADDRESS
+	__sanitizer_start_switch_fiber(last ? nullptr : &fake_stack,
+	    to->c_stack_lo, to->c_stack_size);
+#else
+	(void)last;
+#endif
+#if USMP_SANITIZE_THREAD
+	// A context without a fiber of its own is an OS thread's stack, which
+	// we came from earlier: its fiber was noted then (step 2).
+	if (to->c_tsan_fiber != nullptr)
+		__tsan_switch_to_fiber(to->c_tsan_fiber, 0);
+#endif
 	bctx::fiber f = take(to);
 	bctx::fiber from = std::move(f).resume();
 	context r;
+	finish_switch(fake_stack, &r);
 	store(&r, std::move(from));
 	return r;
+}
+
+void
+context_forget(context *c) noexcept
+{
+	c->c_word = nullptr;
+	if (!c->c_made)
+		return;
+#if USMP_SANITIZE_THREAD
+	if (c->c_tsan_fiber != nullptr)
+		__tsan_destroy_fiber(c->c_tsan_fiber);
+#endif
+#if USMP_HAVE_VALGRIND
+	if (c->c_vg_stack != 0)
+		VALGRIND_STACK_DEREGISTER(c->c_vg_stack);
+#endif
+	c->c_tsan_fiber = nullptr;
+	c->c_vg_stack = 0;
+	c->c_made = false;
 }
 
 } // namespace usmp

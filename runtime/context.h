@@ -8,6 +8,11 @@
 // The switch code (runtime/switch.cc) stores that returned context into the
 // thread that switched to us ("finish the switch"), as FreeBSD's cpu_switch
 // hands the old thread over to the new one.
+//
+// Sanitizers and Valgrind follow every switch here: AddressSanitizer's fiber
+// annotations (the stack the context runs on travels with the context),
+// ThreadSanitizer's fibers (one per context made, the OS thread's own for a
+// context of an OS thread's stack), Valgrind's stack registration.
 #pragma once
 
 #include <cstddef>
@@ -16,6 +21,14 @@ namespace usmp {
 
 struct context {
 	void *c_word = nullptr; // a boost::context::fiber, stored bit for bit
+	// The stack it runs on (AddressSanitizer), its ThreadSanitizer fiber and
+	// its Valgrind stack id: kept in every build, so that the layout of
+	// struct thread does not depend on the sanitizers.
+	const void *c_stack_lo = nullptr;
+	std::size_t c_stack_size = 0;
+	void *c_tsan_fiber = nullptr;
+	unsigned c_vg_stack = 0;
+	bool c_made = false; // by context_make (its fiber and stack id are ours)
 	bool valid() const noexcept { return c_word != nullptr; }
 };
 
@@ -28,11 +41,17 @@ using context_entry_fn = void (*)(context from);
 void context_make(context *c, void *lo, void *top, context_entry_fn entry) noexcept;
 
 // Resume *to (which becomes invalid) and return the context that resumes us
-// later.  Context: any; the caller owns every protocol around it.
-context context_resume(context *to) noexcept;
+// later.  `self`: the context we run on (its c_word is stale; its stack,
+// fiber and Valgrind id are passed on to whoever saves us), or null for an
+// OS thread's own stack.  `last`: the caller never runs again (an exiting
+// thread), so the sanitizers may drop what they keep for its stack.
+// Context: any; the caller owns every protocol around it.
+context context_resume(context *to, const context *self = nullptr,
+    bool last = false) noexcept;
 
 // Forget a context without unwinding it: for the context of a thread that
 // exited (its stack is going back to the cache; nothing on it is unwound).
-inline void context_forget(context *c) noexcept { c->c_word = nullptr; }
+// Releases its ThreadSanitizer fiber and Valgrind stack registration.
+void context_forget(context *c) noexcept;
 
 } // namespace usmp

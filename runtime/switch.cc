@@ -41,6 +41,7 @@
 #include "runtime/internal/intr_hook.h"
 #include "runtime/internal/machine.h"
 #include "runtime/internal/seam.h"
+#include "runtime/ktr.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
 #include "runtime/thread.h"
@@ -283,7 +284,13 @@ cpu_switch(thread *old, thread *newtd, spinlock *mtx) noexcept
 	pc->pc_curthread = newtd;
 	pc->pc_cnt_switches++;
 	newtd->td_switches++;
-	context from = context_resume(&newtd->td_ctx);
+	ktr_event_record(KTR_SWITCH, static_cast<uint64_t>(newtd->td_tid),
+	    newtd->td_priority, newtd->td_name,
+	    (newtd->td_flags & TDF_IDLETD) ? KTRF_IDLE : 0);
+	// The idle thread runs on its OS thread's own stack (no made context).
+	context from = context_resume(&newtd->td_ctx,
+	    (old->td_flags & TDF_IDLETD) ? nullptr : &old->td_ctx,
+	    old->td_state == TDS_INACTIVE);
 	cpu_switch_finish(from);
 }
 

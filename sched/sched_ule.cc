@@ -68,6 +68,7 @@
 #include "runtime/internal/curthread.h"
 #include "runtime/internal/intr_hook.h"
 #include "runtime/internal/seam.h"
+#include "runtime/ktr.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
 #include "runtime/stack.h"
@@ -528,6 +529,8 @@ tdq_idled(tdq *q, steal_watch &w, uint64_t now) noexcept
 			tdq_load_add(q);
 			found->td_lock.store(&q->tdq_lock, std::memory_order_release);
 			q->tdq_pcpu->pc_cnt_steals++;
+			ktr_event_record(KTR_STEAL, static_cast<uint64_t>(found->td_tid),
+			    static_cast<uint64_t>(v->tdq_cpu), found->td_name);
 		}
 		b->tdq_lock.unlock();
 		a->tdq_lock.unlock();
@@ -636,6 +639,8 @@ sched_wakeup(thread *td, int flags) noexcept
 	c_wakeups.add();
 	if (cpu != td->td_lastcpu)
 		c_wakeup_migrations.add();
+	ktr_event_record(KTR_WAKEUP, static_cast<uint64_t>(td->td_tid),
+	    static_cast<uint64_t>(cpu), td->td_name);
 	tdq *q = tdq_of(cpu);
 	q->tdq_lock.lock();
 	td->td_cpu = cpu;
@@ -691,8 +696,11 @@ sched_switch(thread *td, int flags) noexcept
 		}
 		tdq_load_rem(q);
 	}
-	if (flags & SW_INVOL)
+	if (flags & SW_INVOL) {
 		pc->pc_cnt_preempt++;
+		ktr_event_record(KTR_PREEMPT, static_cast<uint64_t>(flags), 0,
+		    td->td_name);
+	}
 
 	uint64_t next = q->tdq_next_timer.load(std::memory_order_relaxed);
 	if (__builtin_expect(next != UINT64_MAX, 0) && next <= coarse_ns())

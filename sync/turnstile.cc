@@ -88,6 +88,8 @@
 #include "runtime/internal/curthread.h"
 #include "runtime/internal/seam.h"
 #include "runtime/internal/spinlock.h"
+#include "runtime/counters.h"
+#include "runtime/ktr.h"
 #include "runtime/panic.h"
 #include "runtime/thread.h"
 #include "sched/priority.h"
@@ -515,10 +517,15 @@ turnstile_empty(const turnstile *ts, int q) noexcept
 	return ts->ts_blocked[q] == nullptr;
 }
 
+static counter_u64 c_ts_waits("kern.lock.turnstile_waits",
+    "threads that blocked on a turnstile (contended sleep, rw locks)");
+
 void
 turnstile_wait(turnstile *ts, const lock_object *lo, thread *owner, int q) noexcept
 {
 	thread *td = curthread_fast();
+	c_ts_waits.add();
+	ktr_lock_contend(lo, lo->lo_name);
 	turnstile_chain *tc = tc_lookup(lo);
 	if (ts == nullptr) {
 		ts = ts_pool_get();
@@ -583,6 +590,7 @@ void
 turnstile_unpend(turnstile *ts) noexcept
 {
 	thread *td = curthread_fast();
+	ktr_lock_release(ts->ts_lockobj, ts->ts_lockobj->lo_name);
 	if (ts->ts_owner != nullptr) {
 		// Give back what we borrowed through ts.
 		bool green = !(td->td_flags & TDF_FOREIGN);
@@ -611,6 +619,7 @@ void
 turnstile_claim(turnstile *ts, const lock_object *lo) noexcept
 {
 	thread *td = curthread_fast();
+	ktr_lock_acquire(lo, lo->lo_name);
 	bool green = !(td->td_flags & TDF_FOREIGN);
 	if (green)
 		thread_lock(td);
