@@ -34,6 +34,11 @@ install(CODE "
 install(FILES ${PROJECT_BINARY_DIR}/generated/runtime/config.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/usmp/runtime COMPONENT development)
 
+# The gdb extension, for `source` by hand (gdb also finds it inline in the
+# library's .debug_gdb_scripts section).
+install(FILES ${PROJECT_SOURCE_DIR}/tools/gdb/usmp-gdb.py
+  DESTINATION ${CMAKE_INSTALL_DATADIR}/usmp/gdb COMPONENT development)
+
 # CMake package.
 install(EXPORT usmpTargets NAMESPACE usmp:: FILE usmpTargets.cmake
   DESTINATION ${USMP_INSTALL_CMAKEDIR} COMPONENT development)

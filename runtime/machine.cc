@@ -192,6 +192,7 @@ machine_boot(const machine_config &cfg) noexcept
 		pc->pc_curthread = pc->pc_idlethread;
 	}
 	counters_boot(g_machine.ms_pcpus, ncpus);
+	ktr_boot(ncpus);
 	sched_boot(cfg, ncpus);
 	// The interrupt controller (interrupts/ring.cc): one io_uring per
 	// CPU, and the idle backend that waits in it.
@@ -213,6 +214,7 @@ machine_boot(const machine_config &cfg) noexcept
 	for (sysinit *h = g_sysinits; h != nullptr; h = h->si_next)
 		if (h->si_boot != nullptr)
 			h->si_boot();
+	dump_signal_start(cfg.dump_signal);
 	return 0;
 }
 
@@ -225,6 +227,7 @@ machine_shutdown() noexcept
 	if (curpcpu_fast() != nullptr)
 		panic("machine_shutdown() called from a green thread \"%s\"",
 		    curthread_fast()->td_name);
+	dump_signal_stop();
 	// The hooks end their green threads (softclocks, taskqueue threads)
 	// while the machine still runs, in the reverse order of boot.
 	sysinit *rev[32];

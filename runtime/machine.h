@@ -13,6 +13,7 @@
 // there are more CPUs than processing units).
 #pragma once
 
+#include <csignal>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +33,9 @@ struct machine_config {
 	bool malloc_stacks = false;       // stacks from malloc, no red zones (baseline)
 	unsigned stack_cache_low = 16;    // see runtime/stack.h
 	unsigned stack_cache_high = 256;
+	// Signal that writes a thread dump to stderr (runtime/dump.h), Java and
+	// Go style; 0: none (the signal keeps its previous action).
+	int dump_signal = SIGQUIT;
 };
 
 // Boot a machine.  Returns 0, EBUSY if one already runs, or an errno from

@@ -60,6 +60,13 @@ int topology_pin(int pu) noexcept;
 void counters_boot(pcpu *pcpus, int ncpus) noexcept;
 void counters_shutdown() noexcept;
 
+// runtime/ktr.cc: make the trace rings (USMP_KTR), before any CPU runs.
+void ktr_boot(int ncpus) noexcept;
+
+// runtime/dump.cc: the dump signal's handler and dumper thread (sig 0: none).
+void dump_signal_start(int sig) noexcept;
+void dump_signal_stop() noexcept;
+
 // runtime/codemap.cc
 int codemap_init() noexcept;
 bool codemap_preemptible(uintptr_t pc) noexcept;
