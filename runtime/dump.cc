@@ -11,12 +11,12 @@
 //
 // Protocol of the dumper: machine_boot() makes the pipe and the thread,
 // then installs the handler (keeping the old action); machine_shutdown()
-// restores the old action, then writes 'x' to the pipe and joins the thread,
-// then closes the pipe.  The handler reads g_dump_fd once (relaxed atomic);
-// the write end is closed only after the old action is back, and a handler
-// already running when it is restored may write into a closed descriptor
-// (EBADF, harmless) but never into a reused one within that instruction
-// window in practice; the descriptor number is cleared before the close.
+// first restores the old action, clears g_dump_fd (the handler reads it
+// once, relaxed), writes 'x' to the pipe, joins the thread and closes the
+// pipe.  A handler that read the descriptor just before it was cleared may
+// write to it after the close: EBADF, or one stray byte into whatever
+// reused the number in that instant; a signal racing shutdown is accepted
+// to be that rare.
 #include "runtime/dump.h"
 
 #include <fcntl.h>
