@@ -1,11 +1,14 @@
 // KTR (runtime/ktr.h).  In the default build (USMP_KTR=OFF) the event calls
-// compile to nothing: no rings, an empty trace.  With USMP_KTR=ON (this file
-// in a KTR build, and the sub-build test of ktr_unit.cmake), every CPU
-// records its switches and the export names the threads that ran.
+// compile to nothing: no rings, a trace with no events.  With USMP_KTR=ON
+// (this file in the options-on sub-build, build_options_on in
+// tests/CMakeLists.txt), every CPU records its switches, and the Chrome
+// trace it exports parses as JSON and has a track per CPU with the slices
+// of the threads that ran there, and the contention on a named mutex.
 #include <catch2/catch.hpp>
 
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -13,7 +16,9 @@
 #include "runtime/ktr.h"
 #include "runtime/machine.h"
 #include "runtime/thread.h"
+#include "support/json.h"
 #include "support/machine.h"
+#include "sync/mutex.h"
 
 using namespace usmp;
 
@@ -32,50 +37,107 @@ export_string()
 	return s;
 }
 
+// Two threads bound to each CPU take turns on one mutex and yield to each
+// other: both run on every CPU.  The mutex is held until one of them has
+// blocked on it, so that the trace has a contention on it.
 void
-yield_on_every_cpu(int ncpus)
+contend_on_every_cpu(int ncpus)
 {
+	mutex m("ktr test mutex");
+	long shared = 0;
 	std::vector<green_thread> v;
+	m.lock();
 	for (int c = 0; c < ncpus; c++)
 		for (int k = 0; k < 2; k++)
-			v.emplace_back(thread_attr{.name = "yielder", .cpu = c}, [] {
-				for (int i = 0; i < 10; i++)
+			v.emplace_back(thread_attr{.name = "yielder", .cpu = c}, [&] {
+				for (int i = 0; i < 10; i++) {
+					m.lock();
+					shared++;
 					thread_yield();
+					m.unlock();
+					thread_yield();
+				}
 			});
+	thread *first = v[0].native_handle();
+	while (!(__atomic_load_n(&first->td_state, __ATOMIC_ACQUIRE) == TDS_INHIBITED &&
+	    (__atomic_load_n(&first->td_inhibitors, __ATOMIC_RELAXED) & TDI_LOCK)))
+		thread_yield();
+	m.unlock();
 	for (auto &t : v)
 		t.join();
+	CHECK(shared == ncpus * 2 * 10);
 }
 
 } // namespace
 
-TEST_CASE("KTR records switches on every CPU, or nothing when compiled out", "[unit]")
+TEST_CASE("KTR: the Chrome trace parses and shows switches on every CPU, or nothing when compiled out", "[unit]")
 {
+	constexpr int ncpus = 4;
 	ktr_set_entries(1024);
 	{
-		test::machine m(2);
-		m.run([] { yield_on_every_cpu(2); });
+		test::machine m(ncpus);
+		m.run([] { contend_on_every_cpu(ncpus); });
 	}
-	std::string json = export_string();
-	CHECK(json.rfind("{\"displayTimeUnit\":\"ns\"", 0) == 0);
-	CHECK(json.find("\"traceEvents\":[") != std::string::npos);
+	std::string text = export_string();
+	test::json doc;
+	std::string err;
+	INFO(text.substr(0, 2000));
+	REQUIRE(test::json_parse(text, doc, &err));
+	INFO(err);
+	REQUIRE(doc.is_object());
+	CHECK(doc["displayTimeUnit"].str == "ns");
+	REQUIRE(doc["traceEvents"].is_array());
+	REQUIRE(doc["otherData"]["usmp_ktr"].kind == test::json::boolean);
+	CHECK(doc["otherData"]["usmp_ktr"].b == config::ktr);
+
+	// The tracks (metadata) and what ran on each (complete "sched" events).
+	std::vector<std::string> track(ncpus + 2);
+	std::vector<std::set<std::string>> ran(ncpus + 2); // slice names by track
+	int slices = 0, contended = 0;
+	for (const test::json &ev : doc["traceEvents"].array()) {
+		REQUIRE(ev.is_object());
+		REQUIRE(ev["ph"].is_string());
+		REQUIRE(ev["tid"].is_number());
+		int tid = static_cast<int>(ev["tid"].num);
+		const std::string &ph = ev["ph"].str;
+		if (ph == "M" && ev["name"].str == "thread_name") {
+			REQUIRE(tid >= 0);
+			REQUIRE(tid < static_cast<int>(track.size()));
+			track[tid] = ev["args"]["name"].str;
+		} else if (ph == "X" && ev["cat"].str == "sched") {
+			CHECK(ev["ts"].is_number());
+			CHECK(ev["dur"].is_number());
+			CHECK(ev["dur"].num >= 0);
+			REQUIRE(tid >= 0);
+			REQUIRE(tid < static_cast<int>(ran.size()));
+			slices++;
+			if (ev["name"].str.rfind("yielder (tid ", 0) == 0)
+				ran[tid].insert(ev["name"].str);
+		} else if (ph == "i" && ev["cat"].str == "lock") {
+			contended += ev["name"].str == "contend ktr test mutex";
+		}
+	}
 	if constexpr (!config::ktr) {
 		CHECK(ktr_rings() == 0);
 		CHECK(ktr_recorded(0) == 0);
-		CHECK(json.find("\"usmp_ktr\":false") != std::string::npos);
-		CHECK(json.find("\"ph\":\"X\"") == std::string::npos);
+		CHECK(slices == 0);
+		CHECK(doc["traceEvents"].array().size() == 1); // process_name only
 	} else {
-		REQUIRE(ktr_rings() == 3); // two CPUs and the foreign ring
-		for (int c = 0; c < 2; c++) {
+		REQUIRE(ktr_rings() == ncpus + 1); // the CPUs and the foreign ring
+		for (int c = 0; c < ncpus; c++) {
+			INFO("cpu" << c);
+			CHECK(track[c] == "cpu" + std::to_string(c));
+			// Both threads bound here ran here: a slice each.
+			CHECK(ran[c].size() == 2);
 			std::vector<ktr_entry> e(1024);
 			e.resize(ktr_read(c, e.data(), e.size()));
 			int switches = 0;
 			for (auto &x : e)
 				switches += x.ke_event == KTR_SWITCH;
-			INFO("cpu" << c);
-			CHECK(switches >= 20);
+			CHECK(switches >= 2);
 		}
-		CHECK(json.find("\"name\":\"yielder (tid ") != std::string::npos);
-		CHECK(json.find("\"name\":\"cpu1\"") != std::string::npos);
+		CHECK(track[ncpus] == "foreign threads");
+		CHECK(contended > 0);
 		ktr_clear();
 		CHECK(ktr_recorded(0) == 0);
 	}

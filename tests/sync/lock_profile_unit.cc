@@ -1,8 +1,8 @@
 // Lock profiling: figures that match a scripted hold and wait, for every
 // lock class (sleep and spin mutexes, sx and rw, exclusive and shared).  In the
 // default build (USMP_LOCK_PROFILING=OFF) it checks that nothing is
-// recorded and the table says so; the ctest test_sync_lock_profile_on
-// (lock_profile_unit.cmake) builds and runs this file with it ON.
+// recorded and the table says so; the ctest build_options_on
+// (tests/CMakeLists.txt) builds and runs this file with it ON.
 #include <catch2/catch.hpp>
 
 #include <atomic>
