@@ -6,6 +6,12 @@
 
 namespace usmp {
 
+// The thread dump's locks-held hook lives in sync/witness_dump.cc, which
+// nothing calls: this reference, in a file every lock links, makes a static
+// link keep it (and its initialiser, which installs the hook).
+extern const bool g_witness_dump_hooked;
+[[gnu::used]] static const bool *const g_keep_witness_dump = &g_witness_dump_hooked;
+
 void
 lock_init(lock_object *lo, const lock_class *cls, const char *name,
     const char *type, unsigned opts, const char *call, const char *file,
