@@ -65,28 +65,6 @@ int g_dump_sig = 0;
 struct sigaction g_dump_oldact;
 std::thread g_dumper;
 
-const char *
-state_name(const thread *td, td_state_t st, uint8_t inhib) noexcept
-{
-	switch (st) {
-	case TDS_INACTIVE:
-		return "inactive";
-	case TDS_INHIBITED:
-		return (inhib & TDI_JOIN)       ? "joining" :
-		    (inhib & TDI_SLEEPING)      ? "sleeping" :
-		    (inhib & TDI_LOCK)          ? "blocked" :
-		    (inhib & TDI_IWAIT)         ? "iwait" :
-						  "inhibited";
-	case TDS_CAN_RUN:
-		return "can run";
-	case TDS_RUNQ:
-		return "runnable";
-	case TDS_RUNNING:
-		return "running";
-	}
-	return "?";
-}
-
 void
 emit_line(void *ctx, const char *line)
 {
@@ -113,7 +91,7 @@ describe(std::string &out, const thread *td)
 	char buf[512];
 	int n = std::snprintf(buf, sizeof(buf),
 	    "  \"%s\" tid %d: %s, cpu%d, pri %d (base %d", td->td_name,
-	    td->td_tid, state_name(td, st, inhib), cpu, pri, base);
+	    td->td_tid, td_state_name(st, inhib), cpu, pri, base);
 	if (lend != 255)
 		n += std::snprintf(buf + n, sizeof(buf) - n, ", lent %d", lend);
 	n += std::snprintf(buf + n, sizeof(buf) - n, ")");

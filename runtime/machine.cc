@@ -50,27 +50,6 @@ std::atomic<int> g_cpus_in_idle_exit{0};
 // Written only by static initialisers, before any machine runs.
 sysinit *g_sysinits = nullptr;
 
-const char *
-state_name(const thread *td) noexcept
-{
-	switch (td->td_state) {
-	case TDS_INACTIVE:
-		return "inactive";
-	case TDS_INHIBITED:
-		return (td->td_inhibitors & TDI_JOIN)       ? "joining" :
-		    (td->td_inhibitors & TDI_SLEEPING)      ? "sleeping" :
-		    (td->td_inhibitors & TDI_LOCK)          ? "blocked" :
-		    (td->td_inhibitors & TDI_IWAIT)         ? "iwait" :
-							      "inhibited";
-	case TDS_CAN_RUN:
-		return "can run";
-	case TDS_RUNQ:
-		return "runnable";
-	case TDS_RUNNING:
-		return "running";
-	}
-	return "?";
-}
 
 void
 cpu_main(pcpu *pc) noexcept
@@ -108,6 +87,29 @@ cpu_main(pcpu *pc) noexcept
 
 std::atomic<bool> g_machine_stopping{false};
 std::atomic<intr_deliver_fn> g_intr_deliver{nullptr};
+
+// A thread's state in words, for diagnostics (runtime/internal/machine.h).
+const char *
+td_state_name(td_state_t st, uint8_t inhib) noexcept
+{
+	switch (st) {
+	case TDS_INACTIVE:
+		return "inactive";
+	case TDS_INHIBITED:
+		return (inhib & TDI_JOIN)       ? "joining" :
+		    (inhib & TDI_SLEEPING)      ? "sleeping" :
+		    (inhib & TDI_LOCK)          ? "blocked" :
+		    (inhib & TDI_IWAIT)         ? "iwait" :
+						  "inhibited";
+	case TDS_CAN_RUN:
+		return "can run";
+	case TDS_RUNQ:
+		return "runnable";
+	case TDS_RUNNING:
+		return "running";
+	}
+	return "?";
+}
 
 void
 sysinit_register(sysinit *h) noexcept
@@ -261,7 +263,8 @@ machine_shutdown() noexcept
 				printf_diag("machine_shutdown(): green threads still alive:");
 			live++;
 			printf_diag("  \"%s\" (tid %d) %s%s%s%s, cpu%d, pri %d%s",
-			    td->td_name, td->td_tid, state_name(td),
+			    td->td_name, td->td_tid,
+			    td_state_name(td->td_state, td->td_inhibitors),
 			    td->td_wmesg != nullptr ? " on \"" : "",
 			    td->td_wmesg != nullptr ? td->td_wmesg : "",
 			    td->td_wmesg != nullptr ? "\"" : "", td->td_cpu,

@@ -63,6 +63,10 @@ void counters_shutdown() noexcept;
 // runtime/ktr.cc: make the trace rings (USMP_KTR), before any CPU runs.
 void ktr_boot(int ncpus) noexcept;
 
+// A thread's state in words ("blocked", "sleeping", "runnable", ...), for
+// the shutdown report and thread dumps.  Defined in runtime/machine.cc.
+const char *td_state_name(td_state_t st, uint8_t inhib) noexcept;
+
 // runtime/dump.cc: the dump signal's handler and dumper thread (sig 0: none).
 void dump_signal_start(int sig) noexcept;
 void dump_signal_stop() noexcept;

@@ -18,6 +18,7 @@
 #include "sched/sched.h"
 #include "support/death.h"
 #include "support/machine.h"
+#include "support/observe.h"
 
 using namespace usmp;
 
@@ -35,14 +36,7 @@ read(const char *name)
 std::string
 dump(const char *prefix, counter_format fmt)
 {
-	char *buf = nullptr;
-	size_t len = 0;
-	std::FILE *f = open_memstream(&buf, &len);
-	counters_dump(f, prefix, fmt);
-	std::fclose(f);
-	std::string s(buf, len);
-	std::free(buf);
-	return s;
+	return test::capture([&](std::FILE *f) { counters_dump(f, prefix, fmt); });
 }
 
 } // namespace

@@ -17,33 +17,12 @@
 #include "runtime/thread.h"
 #include "support/death.h"
 #include "support/machine.h"
+#include "support/observe.h"
 #include "sync/mutex.h"
 
 using namespace usmp;
 
 namespace {
-
-std::string
-dump_string()
-{
-	char *buf = nullptr;
-	size_t len = 0;
-	std::FILE *f = open_memstream(&buf, &len);
-	thread_dump(f);
-	std::fclose(f);
-	std::string s(buf, len);
-	std::free(buf);
-	return s;
-}
-
-// Wait (yielding) until td blocks on a turnstile.
-void
-wait_blocked(thread *td)
-{
-	while (!(__atomic_load_n(&td->td_state, __ATOMIC_ACQUIRE) == TDS_INHIBITED &&
-	    (__atomic_load_n(&td->td_inhibitors, __ATOMIC_RELAXED) & TDI_LOCK)))
-		thread_yield();
-}
 
 const thread *g_hook_holder = nullptr;
 
@@ -60,14 +39,14 @@ TEST_CASE("thread_dump() names a thread blocked on a named mutex, with its wait 
 			mtx.unlock();
 		});
 		thread *td = t.native_handle();
-		wait_blocked(td);
+		test::wait_blocked_on_lock(td);
 		g_hook_holder = curthread();
 		thread_dump_set_locks_hook([](const thread *t, void (*emit)(void *, const char *),
 					       void *ctx) {
 			if (t == g_hook_holder)
 				emit(ctx, "exclusive sleep mutex \"dump test mutex\"");
 		});
-		std::string d = dump_string();
+		std::string d = test::capture(thread_dump);
 		thread_dump_set_locks_hook(nullptr);
 		INFO(d);
 		char want[128];
@@ -99,7 +78,7 @@ TEST_CASE("SIGQUIT writes a thread dump to stderr; dump_signal = 0 leaves it alo
 				mtx.lock();
 				mtx.unlock();
 			});
-			wait_blocked(t.native_handle());
+			test::wait_blocked_on_lock(t.native_handle());
 			uint64_t n0 = 0, n = 0;
 			counter_read("kern.dump.count", &n0);
 			kill(getpid(), SIGQUIT);

@@ -13,6 +13,7 @@
 
 #include "runtime/machine.h"
 #include "runtime/thread.h"
+#include "support/observe.h"
 #include "sync/mutex.h"
 
 using namespace usmp;
@@ -61,9 +62,7 @@ TEST_CASE("gdb target: a green thread blocked on a mutex", "[.gdb_target]")
 		m.lock();
 		green_thread t(thread_attr{.name = "gdb-blocked"}, [&] { gdb_blocked_frame(m); });
 		thread *td = t.native_handle();
-		while (!(__atomic_load_n(&td->td_state, __ATOMIC_ACQUIRE) == TDS_INHIBITED &&
-		    (__atomic_load_n(&td->td_inhibitors, __ATOMIC_RELAXED) & TDI_LOCK)))
-			thread_yield();
+		test::wait_blocked_on_lock(td);
 		usmp_gdb_test_tid = td->td_tid;
 		usmp_gdb_test_stop();
 		m.unlock();

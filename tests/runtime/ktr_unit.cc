@@ -18,24 +18,12 @@
 #include "runtime/thread.h"
 #include "support/json.h"
 #include "support/machine.h"
+#include "support/observe.h"
 #include "sync/mutex.h"
 
 using namespace usmp;
 
 namespace {
-
-std::string
-export_string()
-{
-	char *buf = nullptr;
-	size_t len = 0;
-	std::FILE *f = open_memstream(&buf, &len);
-	REQUIRE(ktr_export_chrome(f) == 0);
-	std::fclose(f);
-	std::string s(buf, len);
-	std::free(buf);
-	return s;
-}
 
 // Two threads bound to each CPU take turns on one mutex and yield to each
 // other: both run on every CPU.  The mutex is held until one of them has
@@ -58,10 +46,7 @@ contend_on_every_cpu(int ncpus)
 					thread_yield();
 				}
 			});
-	thread *first = v[0].native_handle();
-	while (!(__atomic_load_n(&first->td_state, __ATOMIC_ACQUIRE) == TDS_INHIBITED &&
-	    (__atomic_load_n(&first->td_inhibitors, __ATOMIC_RELAXED) & TDI_LOCK)))
-		thread_yield();
+	test::wait_blocked_on_lock(v[0].native_handle());
 	m.unlock();
 	for (auto &t : v)
 		t.join();
@@ -78,7 +63,9 @@ TEST_CASE("KTR: the Chrome trace parses and shows switches on every CPU, or noth
 		test::machine m(ncpus);
 		m.run([] { contend_on_every_cpu(ncpus); });
 	}
-	std::string text = export_string();
+	int error = -1;
+	std::string text = test::capture([&](std::FILE *f) { error = ktr_export_chrome(f); });
+	REQUIRE(error == 0);
 	test::json doc;
 	std::string err;
 	INFO(text.substr(0, 2000));

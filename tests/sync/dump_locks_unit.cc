@@ -12,6 +12,7 @@
 #include "runtime/dump.h"
 #include "runtime/thread.h"
 #include "support/machine.h"
+#include "support/observe.h"
 #include "sync/mutex.h"
 #include "sync/sx.h"
 #include "sync/witness.h"
@@ -19,26 +20,6 @@
 using namespace usmp;
 
 namespace {
-
-std::string
-dump_string()
-{
-	char *buf = nullptr;
-	size_t len = 0;
-	std::FILE *f = open_memstream(&buf, &len);
-	thread_dump(f);
-	std::fclose(f);
-	std::string s(buf, len);
-	std::free(buf);
-	return s;
-}
-
-bool
-blocked_on_lock(thread *td)
-{
-	return __atomic_load_n(&td->td_state, __ATOMIC_ACQUIRE) == TDS_INHIBITED &&
-	    (__atomic_load_n(&td->td_inhibitors, __ATOMIC_RELAXED) & TDI_LOCK);
-}
 
 // The lines of one thread's entry in a dump: from its header line to the
 // next thread's header (or the end).
@@ -76,17 +57,15 @@ TEST_CASE("thread dump: a thread blocked on a named mutex, and the locks its own
 			shared_sx.unlock_shared();
 		});
 		thread *otd = owner.native_handle();
-		while (!blocked_on_lock(otd))
-			thread_yield();
+		test::wait_blocked_on_lock(otd);
 		green_thread waiter(thread_attr{.name = "dump-waiter"}, [&] {
 			wanted.lock();
 			wanted.unlock();
 		});
 		thread *wtd = waiter.native_handle();
-		while (!blocked_on_lock(wtd))
-			thread_yield();
+		test::wait_blocked_on_lock(wtd);
 
-		std::string d = dump_string();
+		std::string d = test::capture(thread_dump);
 		INFO(d);
 		std::string w = entry_of(d, "dump-waiter", wtd->td_tid);
 		std::string o = entry_of(d, "dump-owner", otd->td_tid);
