@@ -1269,6 +1269,97 @@ checkorder_impl(thread *td, witness_td *wt, lock_object *lo, witness *w,
 
 // ---- Deadlock detection (waits-for cycles).
 
+// The walk follows, from the lock a thread blocks on, every thread that
+// holds it: the exclusive owner the primitive passes or its class reports
+// (lc_owner), or else, for an sx or rw lock held shared, the threads whose
+// WITNESS held lists show it held shared.  A writer waits for all readers,
+// so a cycle through any one of them is a deadlock.  What the walk cannot
+// see: shared holds taken while WITNESS was off or beyond a thread's
+// WITNESS_HELD entries, locks created with LOCK_NOWITNESS, and readers of
+// more than DL_FANOUT threads (the first ones are followed); a cycle
+// through those hangs unreported, as before.
+constexpr int DL_MAXC = 16;   // threads in a reported cycle
+constexpr int DL_FANOUT = 16; // holders followed per lock
+constexpr int DL_SEEN = 64;   // threads visited per walk
+
+struct dl_walk {
+	thread *me;
+	thread *cycle[DL_MAXC]; // the path: cycle[k] waits for cycle[k+1]
+	int nc = 0;
+	thread *seen[DL_SEEN];  // explored without reaching me
+	int nseen = 0;
+};
+
+// The threads holding l (see above), at most DL_FANOUT, into out.  Takes
+// w_spin for the list of threads (callers may hold a turnstile or sleep
+// queue chain lock: w_spin is a leaf).
+int
+lock_holders(const lock_object *l, thread *owner, thread **out) noexcept
+{
+	if (owner == nullptr && l->lo_class != nullptr &&
+	    l->lo_class->lc_owner != nullptr)
+		owner = l->lo_class->lc_owner(l);
+	if (owner != nullptr) {
+		out[0] = owner;
+		return 1;
+	}
+	int n = 0;
+	w_lock();
+	for (witness_td *o = w_td_all; o != nullptr && n < DL_FANOUT;
+	     o = o->wt_next) {
+		if (o->wt_td == nullptr)
+			continue;
+		// Racy read of another thread's list (protocol step 3).
+		int cnt = o->wt_count < WITNESS_HELD ? o->wt_count : WITNESS_HELD;
+		for (int i = 0; i < cnt; i++) {
+			const lock_instance &li = o->wt_locks[i];
+			if (li.li_lock == l && !(li.li_flags & LI_EXCLUSIVE)) {
+				out[n++] = o->wt_td;
+				break;
+			}
+		}
+	}
+	w_unlock();
+	return n;
+}
+
+// Depth-first search of the waits-for graph from t, a holder of what the
+// last thread of w.cycle waits for: true, with the cycle in w.cycle, if it
+// leads back to w.me.
+bool
+dl_search(dl_walk &w, thread *t) noexcept
+{
+	if (t == w.me)
+		return true;
+	if (w.nc >= DL_MAXC || w.nseen >= DL_SEEN)
+		return false;
+	for (int k = 1; k < w.nc; k++)
+		if (w.cycle[k] == t)
+			return false; // a cycle not through us: theirs to report
+	for (int k = 0; k < w.nseen; k++)
+		if (w.seen[k] == t)
+			return false;
+	witness_td *twt = wt_of(t);
+	if (twt == nullptr)
+		return false;
+	const lock_object *next =
+	    twt->wt_blocked_on.load(std::memory_order_seq_cst);
+	if (next == nullptr)
+		return false;
+	w.cycle[w.nc++] = t;
+	thread *h[DL_FANOUT];
+	int nh = lock_holders(next, nullptr, h);
+	for (int i = 0; i < nh; i++) {
+		if (h[i] == t)
+			continue; // it got it meanwhile, or waits behind a writer
+		if (dl_search(w, h[i]))
+			return true;
+	}
+	w.nc--;
+	w.seen[w.nseen++] = t;
+	return false;
+}
+
 void
 report_deadlock(thread *me, const lock_object *lo, const char *file,
     int line, thread *const *cycle, int ncycle) noexcept
@@ -1302,8 +1393,10 @@ report_deadlock(thread *me, const lock_object *lo, const char *file,
 			for (int i = 0; i < cnt && i < WITNESS_HELD; i++) {
 				if (wt->wt_locks[i].li_lock != pwant)
 					continue;
-				sappend(s, "   while holding (%s) %s locked @ %s:%d\n",
+				sappend(s, "   while holding (%s) %s %slocked @ %s:%d\n",
 				    class_name(pwant), pwant->lo_name,
+				    (wt->wt_locks[i].li_flags & LI_EXCLUSIVE) ?
+					"" : "share ",
 				    wt->wt_locks[i].li_file, wt->wt_locks[i].li_line);
 			}
 		}
@@ -2232,37 +2325,21 @@ witness_block(const lock_object *lo, thread *owner, const char *file,
 	// seq_cst store, then seq_cst loads of the others' (Dekker): of two
 	// threads closing a cycle at once, at least one sees the other.
 	wt->wt_blocked_on.store(lo, std::memory_order_seq_cst);
-	constexpr int MAXC = 16;
-	thread *cycle[MAXC];
-	int nc = 0;
-	cycle[nc++] = me;
-	thread *t = owner;
-	while (t != nullptr && nc < MAXC) {
-		if (t == me) {
-			// Every other thread of the cycle must still be blocked.
-			for (int k = 1; k < nc; k++)
-				if (!(cycle[k]->td_inhibitors & (TDI_LOCK | TDI_SLEEPING)) &&
-				    !(cycle[k]->td_flags & TDF_FOREIGN))
-					return;
-			report_deadlock(me, lo, file, line, cycle, nc);
-			return;
-		}
-		for (int k = 1; k < nc; k++)
-			if (cycle[k] == t)
-				return; // a cycle not through us: theirs to report
-		witness_td *twt = wt_of(t);
-		if (twt == nullptr)
-			return;
-		const lock_object *next =
-		    twt->wt_blocked_on.load(std::memory_order_seq_cst);
-		if (next == nullptr || next->lo_class == nullptr ||
-		    next->lo_class->lc_owner == nullptr)
-			return;
-		cycle[nc++] = t;
-		thread *o = next->lo_class->lc_owner(next);
-		if (o == t)
-			return; // it got it meanwhile
-		t = o;
+	dl_walk w;
+	w.me = me;
+	w.cycle[w.nc++] = me;
+	thread *h[DL_FANOUT];
+	int nh = lock_holders(lo, owner, h);
+	for (int i = 0; i < nh; i++) {
+		if (h[i] == me || !dl_search(w, h[i]))
+			continue;
+		// Every other thread of the cycle must still be blocked.
+		for (int k = 1; k < w.nc; k++)
+			if (!(w.cycle[k]->td_inhibitors & (TDI_LOCK | TDI_SLEEPING)) &&
+			    !(w.cycle[k]->td_flags & TDF_FOREIGN))
+				return;
+		report_deadlock(me, lo, file, line, w.cycle, w.nc);
+		return;
 	}
 }
 

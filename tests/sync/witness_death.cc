@@ -296,3 +296,64 @@ TEST_CASE("a thread that exits holding a lock panics in abort mode",
 			      "exclusive sleep mutex dexit lost r = 0 (");
 	USMP_REQUIRE_DEATH(r, "thread exiting with locks held");
 }
+
+TEST_CASE("a deadlock through a shared holder of an sx is reported",
+    "[death][witness]")
+{
+	// t holds S shared and blocks on X, which the main thread holds; the
+	// main thread blocks to take S exclusively, waiting for t, a reader.
+	auto r = test::run_death("deadlock sx shared", [] {
+		abort_mode(2, [] {
+			witness_bless("dlsx S", "dlsx X"); // report the deadlock
+			sx s("dlsx S"), x("dlsx X");
+			std::atomic<int> step{0};
+			green_thread t([&] {
+				s.lock_shared();
+				step = 1;
+				while (step.load() != 2)
+					thread_yield();
+				x.lock(); // waits for the main thread
+			});
+			x.lock();
+			while (step.load() != 1)
+				thread_yield();
+			step = 2;
+			s.lock(); // waits for t, a shared holder: a cycle
+		});
+	}, {.timeout = std::chrono::milliseconds(60'000)});
+	USMP_REQUIRE_DEATH(r, "deadlock: 2 threads wait for each other's locks:");
+	USMP_REQUIRE_DEATH(r, "waits for (sx) dlsx S @ ");
+	USMP_REQUIRE_DEATH(r, "while holding (sx) dlsx S share locked @ ");
+	USMP_REQUIRE_DEATH(r, "while holding (sx) dlsx X locked @ ");
+	CHECK(!r.timed_out);
+}
+
+TEST_CASE("a deadlock through a reader of an rwlock is reported",
+    "[death][witness]")
+{
+	auto r = test::run_death("deadlock rw reader", [] {
+		abort_mode(2, [] {
+			witness_bless("dlrw R", "dlrw M");
+			rwlock rw("dlrw R");
+			mutex mx("dlrw M");
+			std::atomic<int> step{0};
+			green_thread t([&] {
+				rw.lock_shared();
+				step = 1;
+				while (step.load() != 2)
+					thread_yield();
+				mx.lock(); // waits for the main thread
+			});
+			mx.lock();
+			while (step.load() != 1)
+				thread_yield();
+			step = 2;
+			rw.lock(); // waits for t, a reader: a cycle
+		});
+	}, {.timeout = std::chrono::milliseconds(60'000)});
+	USMP_REQUIRE_DEATH(r, "deadlock: 2 threads wait for each other's locks:");
+	USMP_REQUIRE_DEATH(r, "waits for (rw) dlrw R @ ");
+	USMP_REQUIRE_DEATH(r, "while holding (rw) dlrw R share locked @ ");
+	USMP_REQUIRE_DEATH(r, "while holding (sleep mutex) dlrw M locked @ ");
+	CHECK(!r.timed_out);
+}
