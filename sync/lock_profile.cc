@@ -80,7 +80,9 @@ my_table() noexcept
 	prof_reg_lock.unlock();
 	spinlock_exit();
 	prof_mine = t;
-	return t;
+	// Unregistered (more than PROF_TABLES OS threads): the dump could
+	// not see its records, so it takes none (counted as rejected).
+	return t->pt_registered ? t : nullptr;
 }
 
 inline void
@@ -226,7 +228,12 @@ lock_profile_stats()
 	}
 	uint64_t rej = prof_rejected.load(std::memory_order_relaxed);
 	if (rej != 0)
-		s += "(" + std::to_string(rej) + " records rejected: tables full)\n";
+		s += "(" + std::to_string(rej) + " acquisitions not recorded: a "
+		    "CPU's table is full (PROF_SLOTS = " +
+		    std::to_string(PROF_SLOTS) + " sites) or more than "
+		    "PROF_TABLES = " + std::to_string(PROF_TABLES) +
+		    " OS threads took locks; raise them in sync/lock_profile.cc "
+		    "and rebuild)\n";
 	return s;
 }
 
@@ -246,6 +253,8 @@ lock_profile_obtain(lock_object *lo, bool exclusive, bool contested,
 	prof_table *t = my_table();
 	prof_slot *s = t != nullptr ? slot_of(t, lo->lo_type,
 	    lo->lo_class->lc_name, file, line) : nullptr;
+	if (t == nullptr)
+		prof_rejected.fetch_add(1, std::memory_order_relaxed);
 	if (s != nullptr) {
 		s->ps_count.fetch_add(1, std::memory_order_relaxed);
 		if (contested) {

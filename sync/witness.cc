@@ -198,7 +198,7 @@ struct {
 	char a[WITNESS_NAME], b[WITNESS_NAME];
 } w_blessed[WITNESS_BLESSED];                       // (w)
 int w_blessed_count;                                // (w)
-std::atomic<bool> w_exhausted_reported{false};
+std::atomic<unsigned> w_exhausted_reported{0}; // one bit per table
 
 std::atomic<int> w_mode{static_cast<int>(witness_mode::warn)};
 std::atomic<bool> w_stderr{true};
@@ -654,6 +654,22 @@ wt_of(const thread *td) noexcept
 	return static_cast<witness_td *>(td->td_witness);
 }
 
+// A foreign OS thread never calls thread_exit(): runtime/switch.cc deletes
+// its stand-in struct thread from a thread_local destructor when the OS
+// thread ends.  This thread_local is first used when WITNESS gives such a
+// thread its state, after the stand-in exists, so its destructor runs
+// before the stand-in's (thread_local destructors run in the reverse order
+// of construction): it reports the locks still held and frees the state.
+struct foreign_exit {
+	thread *fe_td = nullptr;
+	~foreign_exit()
+	{
+		if (fe_td != nullptr)
+			witness_thread_exit(fe_td);
+	}
+};
+thread_local foreign_exit w_foreign_exit;
+
 witness_td *
 wt_get(thread *td) noexcept
 {
@@ -666,6 +682,8 @@ wt_get(thread *td) noexcept
 		wt->wt_td = td;
 	w_unlock();
 	td->td_witness = wt;
+	if (wt != nullptr && (td->td_flags & TDF_FOREIGN))
+		w_foreign_exit.fe_td = td;
 	return wt;
 }
 
@@ -830,16 +848,40 @@ list_lock(std::string &s, const lock_instance &li, const char *prefix) noexcept
 	    static_cast<const void *>(lo), li.li_file, li.li_line);
 }
 
+// A fixed-size table, for the message when it is full: the tables are
+// static (the matrix is read without a lock, so it cannot move), and a
+// full one is reported once, naming the constant that sizes it.
+struct witness_table {
+	int bit;
+	const char *what, *limit;
+	int value;
+	const char *effect, *where;
+};
+const witness_table table_types = {0, "the lock type table", "WITNESS_COUNT",
+	WITNESS_COUNT, "locks of new types are not checked",
+	"sync/internal/witness_fast.h"};
+const witness_table table_lod = {1, "the order record table",
+	"WITNESS_LO_DATA_COUNT", WITNESS_LO_DATA_COUNT,
+	"new orders are not learned", "sync/witness.cc"};
+const witness_table table_held = {2, "a thread's held-lock list",
+	"WITNESS_HELD", WITNESS_HELD,
+	"further sleep locks it takes are not checked",
+	"sync/internal/witness_fast.h"};
+const witness_table table_spin_held = {3, "a CPU's held spin lock list",
+	"WITNESS_SPIN_HELD", WITNESS_SPIN_HELD,
+	"further spin locks taken there are not checked", "sync/witness.cc"};
+
 void
-report_exhausted(const char *what) noexcept
+report_exhausted(const witness_table &t) noexcept
 {
-	bool f = false;
-	if (!w_exhausted_reported.compare_exchange_strong(f, true))
+	unsigned bit = 1u << t.bit;
+	if (w_exhausted_reported.fetch_or(bit, std::memory_order_relaxed) & bit)
 		return;
 	std::string s;
-	sappend(s, "WITNESS: %s exhausted; further orders of new types are "
-		   "not learned\n", what);
-	emit(witness_kind::internal, s, {}, {}, "witness exhausted");
+	sappend(s, "WITNESS: %s is full (%s = %d): %s; raise %s in %s and "
+		   "rebuild\n",
+	    t.what, t.limit, t.value, t.effect, t.limit, t.where);
+	emit(witness_kind::internal, s, {}, {}, "witness table full");
 }
 
 // ---- The checks.
@@ -1060,7 +1102,7 @@ retry:
 			l = lod_new_locked(pw->w_index, w->w_index, false);
 		if (l == nullptr) {
 			w_unlock();
-			report_exhausted("order data");
+			report_exhausted(table_lod);
 			return;
 		}
 		lod_fill(l, plock.li_lock->lo_name, plock.li_file,
@@ -2013,7 +2055,7 @@ witness_init(lock_object *lo) noexcept
 	w_unlock();
 	lo->lo_witness = w;
 	if (w == nullptr)
-		report_exhausted("the witness table");
+		report_exhausted(table_types);
 }
 
 void
@@ -2075,7 +2117,7 @@ witness_lock(lock_object *lo, unsigned flags, const char *file,
 		++*np;
 	} else {
 		++*unt;
-		report_exhausted("the held-lock list of a thread or CPU");
+		report_exhausted(cap == WITNESS_HELD ? table_held : table_spin_held);
 		return;
 	}
 }

@@ -145,7 +145,8 @@ uint64_t witness_report_count(witness_kind k) noexcept;
 // Declare that locks of type `first` come before locks of type `second`
 // (witness_defineorder, and FreeBSD's static order lists).  Types need not
 // have locks yet.  Returns 0, EDOOFUS-like EDEADLK if the reverse order is
-// already known, EINVAL for a bad argument, ENOMEM if the tables are full.
+// already known, EINVAL for a bad argument, ENOMEM if the tables are full
+// (WITNESS_COUNT types, WITNESS_LO_DATA_COUNT orders: see the report).
 int witness_defineorder(const char *first, const char *second,
     const char *file = __builtin_FILE(), int line = __builtin_LINE()) noexcept;
 // The same for a null-terminated list: list[0] < list[1] < ...

@@ -15,9 +15,11 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/critical.h"
@@ -713,4 +715,59 @@ TEST_CASE("witness_assert", "[unit][witness]")
 	CHECK(c.count(witness_kind::assertion) == 2);
 	CHECK(has(c.all(), "Lock (sx) assert sx not exclusively locked @ a.cc:2."));
 	CHECK(has(c.all(), "Lock (sx) assert sx not locked @ a.cc:3."));
+}
+
+TEST_CASE("a foreign OS thread's state is freed when it ends, with a report "
+	  "of the locks it still holds", "[unit][witness]")
+{
+	capture c;
+	test::machine m(1);
+	// Owned by a thread that is gone: never destroyed (static storage,
+	// no destructor run).
+	alignas(mutex) static unsigned char buf[sizeof(mutex)];
+	mutex *lost = new (buf) mutex("foreign exit lost");
+	mutex ok("foreign exit ok");
+	std::thread os([&] {
+		ok.lock();
+		ok.unlock();
+		lost->lock();
+	});
+	os.join();
+	REQUIRE(c.count(witness_kind::thread_exit) == 1);
+	auto r = c.first(witness_kind::thread_exit);
+	INFO(r.text);
+	CHECK(has(r.text, "exiting with the following locks held:"));
+	CHECK(has(r.text, "foreign exit lost"));
+	CHECK(has(r.text, "(\"foreign\", tid -"));
+	// Its state is gone: show all locks no longer lists it.
+	std::string all;
+	witness_show_all_locks(witness_out_string(all));
+	CHECK(!has(all, "foreign exit lost"));
+}
+
+TEST_CASE("a full held-lock list is reported once, naming its limit",
+    "[unit][witness]")
+{
+	capture c;
+	test::machine m(1);
+	m.run([&] {
+		std::vector<std::unique_ptr<mutex>> v;
+		for (int i = 0; i < 70; i++)
+			v.push_back(std::make_unique<mutex>("heldfull",
+			    nullptr, LOCK_DUPOK));
+		for (auto &x : v)
+			x->lock();
+		CHECK(witness_held_count() == 64);
+		for (auto it = v.rbegin(); it != v.rend(); ++it)
+			(*it)->unlock();
+		CHECK(witness_held_count() == 0);
+	});
+	REQUIRE(c.count(witness_kind::internal) == 1);
+	CHECK(c.total() == 1);
+	auto r = c.first(witness_kind::internal);
+	INFO(r.text);
+	CHECK(has(r.text, "a thread's held-lock list is full (WITNESS_HELD = "
+			  "64): further sleep locks it takes are not checked; "
+			  "raise WITNESS_HELD in sync/internal/witness_fast.h "
+			  "and rebuild"));
 }
