@@ -16,6 +16,7 @@
 
 #include <atomic>
 
+#include "runtime/internal/curthread.h"
 #include "runtime/thread.h"
 
 namespace usmp {
@@ -24,12 +25,14 @@ namespace usmp {
 void critical_exit_preempt() noexcept;
 // Panic: critical_exit() without critical_enter().
 [[noreturn]] void critical_exit_underflow(thread *td) noexcept;
+// Panic: spinlock_exit() without spinlock_enter().
+[[noreturn]] void spinlock_exit_underflow(thread *td) noexcept;
 
 // Context: any, including filters and signal handlers of the CPU.
 inline void
 critical_enter() noexcept
 {
-	thread *td = curthread();
+	thread *td = curthread_fast();
 	td->td_critnest = td->td_critnest + 1;
 	std::atomic_signal_fence(std::memory_order_seq_cst);
 }
@@ -38,7 +41,7 @@ critical_enter() noexcept
 inline void
 critical_exit() noexcept
 {
-	thread *td = curthread();
+	thread *td = curthread_fast();
 	std::atomic_signal_fence(std::memory_order_seq_cst);
 	int n = td->td_critnest;
 	if (__builtin_expect(n <= 0, 0))
@@ -49,9 +52,55 @@ critical_exit() noexcept
 		critical_exit_preempt();
 }
 
+// spinlock_enter() and spinlock_exit() for curthread td, for callers that
+// have it at hand.  The first section of a thread enters a critical section,
+// then counts itself; the last one uncounts itself, then leaves the critical
+// section.  The signal fences keep that order against the CPU's preemption
+// handler, which reads both counts of the thread it interrupts.  Inline:
+// every spin lock, thread lock and sleep-queue chain lock takes them.
+inline void
+spinlock_enter_td(thread *td) noexcept
+{
+	if (td->td_spinlock_count == 0) {
+		td->td_critnest = td->td_critnest + 1;
+		std::atomic_signal_fence(std::memory_order_seq_cst);
+		td->td_spinlock_count = 1;
+	} else {
+		td->td_spinlock_count = td->td_spinlock_count + 1;
+	}
+	std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+
+inline void
+spinlock_exit_td(thread *td) noexcept
+{
+	std::atomic_signal_fence(std::memory_order_seq_cst);
+	int n = td->td_spinlock_count;
+	if (__builtin_expect(n <= 0, 0))
+		spinlock_exit_underflow(td);
+	td->td_spinlock_count = n - 1;
+	if (n == 1) {
+		std::atomic_signal_fence(std::memory_order_seq_cst);
+		int c = td->td_critnest;
+		td->td_critnest = c - 1;
+		std::atomic_signal_fence(std::memory_order_seq_cst);
+		if (__builtin_expect(c == 1 && td->td_owepreempt != 0, 0))
+			critical_exit_preempt();
+	}
+}
+
 // Context: any.
-void spinlock_enter() noexcept;
-void spinlock_exit() noexcept;
+inline void
+spinlock_enter() noexcept
+{
+	spinlock_enter_td(curthread_fast());
+}
+
+inline void
+spinlock_exit() noexcept
+{
+	spinlock_exit_td(curthread_fast());
+}
 
 // RAII critical section.
 class critical_section {

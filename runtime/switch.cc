@@ -156,32 +156,10 @@ critical_exit_preempt() noexcept
 }
 
 void
-spinlock_enter() noexcept
+spinlock_exit_underflow(thread *td) noexcept
 {
-	thread *td = curthread_fast();
-	if (td->td_spinlock_count == 0) {
-		td->td_critnest = td->td_critnest + 1;
-		std::atomic_signal_fence(std::memory_order_seq_cst);
-		td->td_spinlock_count = 1;
-	} else {
-		td->td_spinlock_count++;
-	}
-	std::atomic_signal_fence(std::memory_order_seq_cst);
-}
-
-void
-spinlock_exit() noexcept
-{
-	thread *td = curthread_fast();
-	std::atomic_signal_fence(std::memory_order_seq_cst);
-	if (__builtin_expect(td->td_spinlock_count <= 0, 0))
-		panic("spinlock_exit: no spinlock section in thread \"%s\"",
-		    td->td_name);
-	td->td_spinlock_count--;
-	if (td->td_spinlock_count == 0) {
-		std::atomic_signal_fence(std::memory_order_seq_cst);
-		critical_exit();
-	}
+	panic("spinlock_exit: no spinlock section in thread \"%s\"",
+	    td->td_name);
 }
 
 // ---- Thread locks.
@@ -197,7 +175,7 @@ spinlock_exit() noexcept
 void
 thread_lock(thread *td) noexcept
 {
-	spinlock_enter();
+	spinlock_enter_td(curthread_fast());
 	for (unsigned n = 0;;) {
 		spinlock *l = td->td_lock.load(std::memory_order_acquire);
 		if (l == &blocked_lock || l == nullptr || !l->try_lock()) {
@@ -214,7 +192,7 @@ void
 thread_unlock(thread *td) noexcept
 {
 	td->td_lock.load(std::memory_order_relaxed)->unlock();
-	spinlock_exit();
+	spinlock_exit_td(curthread_fast());
 }
 
 void
@@ -223,7 +201,7 @@ thread_lock_set(thread *td, spinlock *lock) noexcept
 	spinlock *old = td->td_lock.load(std::memory_order_relaxed);
 	td->td_lock.store(lock, std::memory_order_release);
 	old->unlock();
-	spinlock_exit();
+	spinlock_exit_td(curthread_fast());
 }
 
 spinlock *

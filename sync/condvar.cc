@@ -30,8 +30,22 @@
 namespace usmp {
 
 namespace {
+
 constexpr int CV_WAITERS_BOUND = INT_MAX;
+
+// WITNESS checks at all (compiled in and not switched off at run time):
+// witness_warn() formats its message before it knows whether it has
+// anything to report, which a sleep with WITNESS off should not pay for.
+inline bool
+witness_on() noexcept
+{
+	if constexpr (!config::witness)
+		return false;
+	else
+		return witness_detail::w_watch.load(std::memory_order_relaxed) > 0;
 }
+
+} // namespace
 
 condvar::~condvar()
 {
@@ -51,8 +65,9 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
     int line) noexcept
 {
 	thread *td = curthread_fast();
-	witness_warn(WARN_GIANTOK | WARN_SLEEPOK, lock, "Waiting on \"%s\"",
-	    cv_description);
+	if (witness_on())
+		witness_warn(WARN_GIANTOK | WARN_SLEEPOK, lock,
+		    "Waiting on \"%s\"", cv_description);
 	sleep_check(td, call, cv_description, file, line, lock);
 	if (__builtin_expect(lock == nullptr, 0))
 		panic("%s: condvar \"%s\" waited on without a lock @ %s:%d",
@@ -62,18 +77,31 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
 	if (giant_lock)
 		Giant.assert_owned(file, line);
 	bool sleepable = (lock->lo_class->lc_flags & LC_SLEEPABLE) != 0;
+	// The common interlock, a sleep mutex held once, is released and
+	// taken back by its inline fast paths rather than through the lock
+	// class: the same effect as unlock_all()/relock_depth() with a depth
+	// of 1 (a contested or witnessed mutex still takes the slow paths).
+	mutex *mtx = lock->lo_class == &lock_class_mtx_sleep && !giant_lock ?
+	    mutex::from_lo(lock) : nullptr;
+	if (mtx != nullptr && !(mtx->owned() && !mtx->recursed()))
+		mtx = nullptr;
 	uintptr_t how = 0;
 	const char *wfile = nullptr;
 	int wline = 0;
-	witness_save(lock, &wfile, &wline); // WITNESS_SAVE
+	if (witness_watched(lock))
+		witness_save(lock, &wfile, &wline); // WITNESS_SAVE
 
 	sleepq_lock(this);
 	int w = cv_waiters.load(std::memory_order_relaxed);
 	if (w != CV_WAITERS_BOUND)
 		cv_waiters.store(w + 1, std::memory_order_relaxed);
 	int giant = drop_giant();
-	if (!sleepable && !giant_lock)
+	if (mtx != nullptr) {
+		mtx->unlock(file, line);
+		how = 1;
+	} else if (!sleepable && !giant_lock) {
 		how = lock->lo_class->lc_unlock(lock);
+	}
 	sleepq_add(this, lock, cv_description, SLEEPQ_CONDVAR | flags, 0,
 	    file, line);
 	bool timed = timo.count() > 0;
@@ -98,7 +126,10 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
 	if (relock || !giant_lock)
 		pickup_giant(giant);
 	if (relock && !giant_lock) {
-		lock->lo_class->lc_lock(lock, how);
+		if (mtx != nullptr)
+			mtx->lock(file, line);
+		else
+			lock->lo_class->lc_lock(lock, how);
 		witness_restore(lock, wfile, wline);
 	}
 	return rval;

@@ -649,18 +649,15 @@ spin_mutex::assert_not_owned(const char *file, int line) const noexcept
 mutex Giant("Giant", nullptr, LOCK_RECURSE);
 
 int
-drop_giant() noexcept
+drop_giant_hard() noexcept
 {
-	if (!Giant.owned())
-		return 0;
 	return static_cast<int>(Giant.unlock_all(__FILE__, __LINE__));
 }
 
 void
-pickup_giant(int depth) noexcept
+pickup_giant_hard(int depth) noexcept
 {
-	if (depth > 0)
-		Giant.relock_depth(static_cast<unsigned>(depth), __FILE__, __LINE__);
+	Giant.relock_depth(static_cast<unsigned>(depth), __FILE__, __LINE__);
 }
 
 } // namespace usmp

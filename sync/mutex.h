@@ -251,7 +251,7 @@ public:
 		thread *td = curthread_fast();
 		if (witness_watched(&mtx_lo))
 			witness_checkorder(&mtx_lo, LOP_EXCLUSIVE, file, line);
-		spin_enter(td);
+		spinlock_enter_td(td);
 		uintptr_t v = MTX_UNOWNED;
 		if (__builtin_expect(mtx_lock.compare_exchange_strong(v,
 					 reinterpret_cast<uintptr_t>(td),
@@ -291,7 +291,7 @@ public:
 		}
 		lock_profile_released(&mtx_lo);
 		mtx_lock.store(MTX_UNOWNED, std::memory_order_release);
-		spin_exit(td);
+		spinlock_exit_td(td);
 	}
 	// mtx_destroy(): unowned, or owned once by the caller.
 	void destroy(const char *file = __builtin_FILE(),
@@ -322,33 +322,6 @@ public:
 	static spin_mutex *from_lo(lock_object *lo) noexcept;
 
 private:
-	// spinlock_enter() / spinlock_exit() of runtime/switch.cc, inline,
-	// for curthread td (the fast paths have it at hand): the same
-	// counts in the same order with the same signal fences, which the
-	// CPU's preemption handler relies on.  Keep them in step.
-	static void spin_enter(thread *td) noexcept
-	{
-		if (td->td_spinlock_count == 0) {
-			td->td_critnest = td->td_critnest + 1;
-			std::atomic_signal_fence(std::memory_order_seq_cst);
-			td->td_spinlock_count = 1;
-		} else {
-			td->td_spinlock_count++;
-		}
-		std::atomic_signal_fence(std::memory_order_seq_cst);
-	}
-	static void spin_exit(thread *td) noexcept
-	{
-		std::atomic_signal_fence(std::memory_order_seq_cst);
-		if (--td->td_spinlock_count == 0) {
-			std::atomic_signal_fence(std::memory_order_seq_cst);
-			int n = td->td_critnest;
-			td->td_critnest = n - 1;
-			std::atomic_signal_fence(std::memory_order_seq_cst);
-			if (__builtin_expect(n == 1 && td->td_owepreempt != 0, 0))
-				critical_exit_preempt();
-		}
-	}
 	void lock_hard(uintptr_t v, const char *file, int line) noexcept;
 	void unlock_hard(const char *file, int line) noexcept;
 
@@ -368,7 +341,19 @@ extern mutex Giant;
 // it, and return how many there were (0 if not held); PICKUP_GIANT():
 // take it back that many times.  The sleep code calls them around every
 // sleep.  Context: may block (pickup).
-int drop_giant() noexcept;
-void pickup_giant(int depth) noexcept;
+// Inline: every sleep calls them, and Giant is rarely held.
+int drop_giant_hard() noexcept;
+void pickup_giant_hard(int depth) noexcept;
+inline int
+drop_giant() noexcept
+{
+	return Giant.owned() ? drop_giant_hard() : 0;
+}
+inline void
+pickup_giant(int depth) noexcept
+{
+	if (depth > 0)
+		pickup_giant_hard(depth);
+}
 
 } // namespace usmp

@@ -39,6 +39,13 @@
 // while the thread sleeps these are the same lock.  So the waker, which
 // holds the chain lock, may rely on them; the timeout and thread_interrupt(),
 // which find a thread without knowing its channel, take its thread lock.
+// One exception: sleepq_add() fills in the fields of curthread, which is
+// running, under the chain lock alone.  Nobody else can be at them then:
+// a waker needs the chain lock; a timeout is armed only after the add (and
+// the last sleep's was settled in step 7); thread_interrupt() looks at the
+// fields only once it has seen the thread asleep, which step 5 marks under
+// the thread lock after the add.  This saves a thread-lock round trip on
+// every sleep.
 // Lock order: chain lock, then thread lock, then the run-queue lock that
 // sched_wakeup() takes.
 //
@@ -56,10 +63,11 @@
 //     removed us: return.  If the timeout already fired (SQF_TIMEOUT) or an
 //     interruptible sleep finds an interrupt pending (td_sqintr, read under
 //     the thread lock, see thread_interrupt), leave the queue and return.
-//     Otherwise TDI_SLEEPING, thread_lock_set(td, chain lock) (the chain
-//     lock becomes our thread lock) and mi_switch().  sched_switch releases
-//     the chain lock only after our td_lock points at blocked_lock; a waker
-//     then waits (thread_lock_block_wait) until our context is saved.
+//     Otherwise TDI_SLEEPING and sched_sleep_switch(td, chain lock): it
+//     points our td_lock at blocked_lock, releases the chain lock, switches,
+//     and makes the chain lock our thread lock once our context is saved;
+//     a waker that takes the chain lock meanwhile waits
+//     (thread_lock_block_wait) until then.
 //  6. A waker (signal, broadcast, the timeout, an interrupt) holding the
 //     chain lock and the sleeper's thread lock unlinks it, clears SQF_ONQ,
 //     records why (SQF_TIMEOUT, SQF_ABORT), and, if it was asleep, clears
@@ -258,7 +266,9 @@ sq_resume(sleepqueue_chain *sc, sleepqueue *sq, thread *td, uint8_t why,
 	if (td_asleep(td)) {
 		// Its thread lock is our chain lock, or blocked_lock until its
 		// switch has saved it.
-		thread_lock_block_wait(td);
+		if (__builtin_expect(td->td_lock.load(std::memory_order_acquire) ==
+			&blocked_lock, 0))
+			thread_lock_block_wait(td);
 		sq_unlink(sc, sq, td);
 		td->td_sqflags |= why;
 		td->td_inhibitors &= static_cast<uint8_t>(~TDI_SLEEPING);
@@ -351,8 +361,8 @@ sq_switch(sleepqueue_chain *sc, thread *td) noexcept
 	}
 	td->td_state = TDS_INHIBITED;
 	td->td_inhibitors |= TDI_SLEEPING;
-	thread_lock_set(td, &sc->sc_lock);
-	mi_switch(SW_VOL);
+	// The chain lock becomes our thread lock once the switch has saved us.
+	sched_sleep_switch(td, &sc->sc_lock);
 }
 
 // The foreign-thread version: block the OS thread on td_sqwait.  Requires
@@ -436,7 +446,7 @@ sq_wait_common(const void *wchan) noexcept
 void
 sleepq_lock(const void *wchan) noexcept
 {
-	spinlock_enter();
+	spinlock_enter_td(curthread_fast());
 	sc_lookup(wchan)->sc_lock.lock();
 }
 
@@ -444,7 +454,7 @@ void
 sleepq_release(const void *wchan) noexcept
 {
 	sc_lookup(wchan)->sc_lock.unlock();
-	spinlock_exit();
+	spinlock_exit_td(curthread_fast());
 }
 
 void
@@ -488,9 +498,7 @@ sleepq_add(const void *wchan, lock_object *lock, const char *wmesg,
 				    wmesg, file, line);
 		}
 	}
-	bool foreign = (td->td_flags & TDF_FOREIGN) != 0;
-	if (!foreign)
-		thread_lock(td);
+	// curthread's fields under the chain lock alone (see Locking).
 	td->td_slpq_next = nullptr;
 	td->td_slpq_prev = sq->sq_tail[queue];
 	if (sq->sq_tail[queue] != nullptr)
@@ -505,10 +513,8 @@ sleepq_add(const void *wchan, lock_object *lock, const char *wmesg,
 	td->td_wmesg = wmesg;
 	td->td_sqflags = SQF_ONQ |
 	    ((flags & SLEEPQ_INTERRUPTIBLE) ? SQF_SINTR : 0);
-	if (foreign)
+	if (td->td_flags & TDF_FOREIGN)
 		td->td_sqwait.store(1, std::memory_order_relaxed);
-	else
-		thread_unlock(td);
 }
 
 void
@@ -584,7 +590,7 @@ sleepq_signal(const void *wchan, int flags, int pri, int queue) noexcept
 	}
 	if (flags & SLEEPQ_DROP) {
 		sc->sc_lock.unlock();
-		spinlock_exit();
+		spinlock_exit_td(curthread_fast());
 	}
 	return best != nullptr;
 }
@@ -656,8 +662,10 @@ thread_interrupt(thread *td) noexcept
 	}
 	thread_lock(td);
 	spinlock *held = td_lockptr(td);
-	if ((td->td_sqflags & (SQF_ONQ | SQF_SINTR)) == (SQF_ONQ | SQF_SINTR) &&
-	    td_asleep(td)) {
+	// Asleep first: only then are td's sleep fields ours to read (a
+	// running td fills them in under the chain lock alone, sleepq_add).
+	if (td_asleep(td) &&
+	    (td->td_sqflags & (SQF_ONQ | SQF_SINTR)) == (SQF_ONQ | SQF_SINTR)) {
 		// held is the chain lock of td's channel.
 		sq_resume(sc_lookup(td->td_wchan), td->td_sleepqueue, td,
 		    SQF_ABORT, true);

@@ -1,4 +1,6 @@
-// Private to runtime/, sched/ and sync/: the fast curpcpu() and curthread().
+// Private to runtime/, sched/ and sync/: the fast curpcpu() and curthread()
+// (other layers reach them only through the inline fast paths of
+// runtime/critical.h and sync/mutex.h).
 //
 // The CPU's pcpu pointer is a per-OS-thread variable, but a green thread can
 // move to another OS thread at any switch, and compilers assume that the

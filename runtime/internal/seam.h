@@ -113,6 +113,14 @@ void sched_wakeup(thread *td, int flags = 0) noexcept;
 // cpu_switch().  Requires curthread's thread lock, blocked by the caller
 // into *mtx... see sched_ule.cc.  Returns with the run-queue lock held.
 void sched_switch(thread *td, int flags) noexcept;
+// Put curthread td to sleep on a wait structure (a sleep queue) locked by
+// wl: the one-lock-round-trip form of thread_lock_set(td, wl) +
+// mi_switch(SW_VOL).  Requires wl, then td's thread lock (its CPU's
+// run-queue lock), and nothing else (spinlock depth 2), with td already
+// marked inhibited and findable by wakers under wl.  td_lock is
+// blocked_lock from before wl is released until td is saved, then wl.
+// Returns, when td runs again, with nothing held.
+void sched_sleep_switch(thread *td, spinlock *wl) noexcept;
 // thread_yield() of curthread td (kern_yield): back to the tail of its
 // CPU's queue, the best queued thread runs.  Requires no lock held.
 void sched_yield(thread *td) noexcept;
