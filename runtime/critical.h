@@ -75,17 +75,18 @@ inline void
 spinlock_exit_td(thread *td) noexcept
 {
 	std::atomic_signal_fence(std::memory_order_seq_cst);
-	int n = td->td_spinlock_count;
-	if (__builtin_expect(n <= 0, 0))
-		spinlock_exit_underflow(td);
-	td->td_spinlock_count = n - 1;
-	if (n == 1) {
+	int n = td->td_spinlock_count - 1;
+	td->td_spinlock_count = n;
+	if (n == 0) {
 		std::atomic_signal_fence(std::memory_order_seq_cst);
 		int c = td->td_critnest;
 		td->td_critnest = c - 1;
 		std::atomic_signal_fence(std::memory_order_seq_cst);
 		if (__builtin_expect(c == 1 && td->td_owepreempt != 0, 0))
 			critical_exit_preempt();
+	} else if (__builtin_expect(n < 0, 0)) {
+		// Tested off the common path (the outermost exit).
+		spinlock_exit_underflow(td);
 	}
 }
 
