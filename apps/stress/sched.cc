@@ -3,8 +3,9 @@
 // Many more threads than CPUs yield, sleep briefly, spin (long enough for
 // the hardclock to preempt them), pin themselves with sched_pin() and bind
 // themselves to random CPUs with sched_bind(), while idle CPUs steal and the
-// balancer moves work.  A pinned thread must stay on its CPU across yields
-// and preemptions, and a bound one must run on the CPU it asked for.
+// balancer moves work.  A pinned thread must stay on its CPU across yields,
+// sleeps and preemptions (a pinned thread is woken where it slept), and a
+// bound one must run on the CPU it asked for.
 #include <chrono>
 
 #include "apps/stress/stress.h"
@@ -33,11 +34,15 @@ run_migrate(context &ctx)
 		uint64_t batch = 0;
 		while (ctx.running()) {
 			switch (r.below(5)) {
-			case 0: { // pinned across yields and a preemption
+			case 0: { // pinned across yields, sleeps, preemptions
 				sched_pin();
 				int cpu = curcpu();
 				for (uint32_t k = r.below(4); k > 0; k--) {
-					thread_yield();
+					if (r.one_in(4))
+						thread_sleep(std::chrono::microseconds(
+						    r.below(200)));
+					else
+						thread_yield();
 					spin_for(std::chrono::microseconds(
 					    r.below(300)));
 					if (curcpu() != cpu)
