@@ -23,7 +23,10 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/stress/stress.h"
+#include "runtime/counters.h"
+#include "runtime/ktr.h"
 #include "runtime/machine.h"
+#include "runtime/panic.h"
 #include "runtime/pcpu.h"
 #include "runtime/thread.h"
 #include "sync/witness.h"
@@ -93,26 +96,32 @@ struct options {
 	double watchdog = 0; // 0: max(20 s, 10 x the duration)
 	std::string witness = "warn";
 	std::string witness_graph;
+	std::string trace;           // --trace: Chrome trace JSON path
+	uint64_t trace_entries = 0;  // 0: the library's default ring size
 };
 
-// The machine's scheduler counters, summed over CPUs.  Each CPU writes its
-// own; reading them from here is a relaxed snapshot.
+// The scheduler's counters (runtime/counters.h), read by name as sysctl
+// would: kern.sched.preemptions counts every involuntary switch, those
+// taken inside the preemption signal handler included.
 struct sched_counts {
 	uint64_t switches = 0, preemptions = 0, steals = 0;
 };
 
+uint64_t
+read_counter(const char *name)
+{
+	uint64_t v = 0;
+	if (!counter_read(name, &v))
+		panic("usmp-stress: no counter \"%s\"", name);
+	return v;
+}
+
 sched_counts
 read_counts()
 {
-	sched_counts c;
-	for (int i = 0; i < mp_ncpus(); i++) {
-		pcpu *pc = pcpu_find(i);
-		c.switches += __atomic_load_n(&pc->pc_cnt_switches, __ATOMIC_RELAXED);
-		c.preemptions += __atomic_load_n(&pc->pc_cnt_preempt, __ATOMIC_RELAXED) +
-		    __atomic_load_n(&pc->pc_cnt_async_preempt, __ATOMIC_RELAXED);
-		c.steals += __atomic_load_n(&pc->pc_cnt_steals, __ATOMIC_RELAXED);
-	}
-	return c;
+	return {read_counter("kern.sched.switches"),
+	    read_counter("kern.sched.preemptions"),
+	    read_counter("kern.sched.steals")};
 }
 
 struct result {
@@ -340,6 +349,20 @@ write_witness_graph(const std::string &path)
 	return true;
 }
 
+// Write the KTR rings as Chrome trace-event JSON (Perfetto opens it).
+// Returns false after a message.
+bool
+write_trace(const std::string &path)
+{
+	int e = ktr_export_chrome(path.c_str());
+	if (e != 0) {
+		std::fprintf(stderr, "usmp-stress: --trace: %s: %s\n", path.c_str(),
+		    std::strerror(e));
+		return false;
+	}
+	return true;
+}
+
 } // namespace
 } // namespace usmp::stress
 
@@ -378,11 +401,32 @@ main(int argc, char **argv)
 	    "WITNESS mode: warn (print reports, fail the run), count (fail "
 	    "without printing), abort (panic at the first), off")
 	    ->check(CLI::IsMember({"off", "warn", "count", "abort"}));
+	app.add_option("--trace", o.trace,
+	    "write a Chrome trace-event JSON of what each CPU ran (open it in "
+	    "ui.perfetto.dev); needs a build with KTR (cmake --preset ktr)");
+	app.add_option("--trace-entries", o.trace_entries,
+	    "KTR ring entries per CPU (the trace keeps the latest ones)")
+	    ->check(CLI::Range(uint64_t(64), uint64_t(1) << 24));
 	app.add_option("--witness-graph", o.witness_graph,
 	    "write the learned lock-order graph here at the end (.svg, .png, "
 	    ".pdf through Graphviz; .dot as is), reversals in red");
 	CLI11_PARSE(app, argc, argv);
 	o.seed_given = seed_opt->count() > 0;
+	if (!o.trace.empty()) {
+		if constexpr (!usmp::config::ktr) {
+			// An empty trace would look like a run with nothing in
+			// it: refuse, and say how to get a build that traces.
+			std::fprintf(stderr, "usmp-stress: --trace: this build has "
+			    "no KTR (configured with USMP_KTR=OFF).  Build one with "
+			    "it:\n  cmake --preset ktr && cmake --build --preset ktr\n"
+			    "  build-ktr/apps/stress/usmp-stress --trace %s ...\n"
+			    "(or configure any build with -DUSMP_KTR=ON)\n",
+			    o.trace.c_str());
+			return 2;
+		}
+		if (o.trace_entries != 0)
+			usmp::ktr_set_entries(o.trace_entries);
+	}
 	if constexpr (!usmp::config::witness) {
 		// Say so rather than pass silently: nothing can be reported.
 		if (!o.witness_graph.empty()) {
@@ -429,7 +473,7 @@ main(int argc, char **argv)
 	bool tty = !o.quiet && isatty(STDERR_FILENO);
 	FILE *report = o.json ? stderr : stdout;
 
-	return usmp::run(cfg, [&]() -> int {
+	int rc = usmp::run(cfg, [&]() -> int {
 		usmp::witness_set_mode(o.witness == "off" ? usmp::witness_mode::off :
 		    o.witness == "count" ? usmp::witness_mode::count :
 		    o.witness == "abort" ? usmp::witness_mode::abort :
@@ -468,6 +512,11 @@ main(int argc, char **argv)
 					// cannot shut down cleanly.
 					if (o.json)
 						print_json(stdout, o, results, false);
+					// The trace of a hang is the most
+					// useful one; the rings are read
+					// while stuck threads may still write.
+					if (!o.trace.empty())
+						write_trace(o.trace);
 					std::fflush(nullptr);
 					_exit(1);
 				}
@@ -484,4 +533,13 @@ main(int argc, char **argv)
 			    ok ? "all scenarios passed" : "FAILED", o.seed);
 		return ok ? 0 : 1;
 	});
+	// After run(): the machine has stopped, so the rings are exact.
+	if (!o.trace.empty()) {
+		if (!write_trace(o.trace))
+			return rc != 0 ? rc : 1;
+		if (!o.quiet)
+			std::fprintf(report, "usmp-stress: trace written to %s "
+			    "(open it in ui.perfetto.dev)\n", o.trace.c_str());
+	}
+	return rc;
 }
