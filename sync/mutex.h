@@ -101,19 +101,18 @@ public:
 	{
 		thread *td = curthread_fast();
 		uintptr_t v = MTX_UNOWNED;
-		// A witnessed lock takes the slow path, which checks order.
 		if (__builtin_expect(td->td_critnest == 0 &&
-			!witness_watched(&mtx_lo) && !config::lock_profiling &&
-			mtx_lock.compare_exchange_strong(v,
-			    reinterpret_cast<uintptr_t>(td),
-			    std::memory_order_acquire, std::memory_order_relaxed),
-			1))
-			return;
-		// WITNESS's inline known-order path (sync/internal/
-		// witness_fast.h); not built without USMP_WITNESS.
-		if constexpr (config::witness && !config::lock_profiling) {
-			if (witness_watched(&mtx_lo)) {
-				v = MTX_UNOWNED;
+			!config::lock_profiling, 1)) {
+			if (!witness_watched(&mtx_lo)) {
+				if (__builtin_expect(mtx_lock.compare_exchange_strong(v,
+					reinterpret_cast<uintptr_t>(td),
+					std::memory_order_acquire,
+					std::memory_order_relaxed), 1))
+					return;
+			} else if constexpr (config::witness) {
+				// WITNESS's inline known-order path (sync/
+				// internal/witness_fast.h; not in a build
+				// without USMP_WITNESS); else lock_hard checks.
 				witness_detail::witness_held *wh =
 				    witness_detail::fast_checkorder(&mtx_lo, td);
 				if (wh != nullptr &&

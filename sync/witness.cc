@@ -159,7 +159,7 @@ struct lock_order {
 // Per-thread WITNESS state (td_witness).  Locking key: (k) the thread
 // only; (w) w_spin; (a) atomic.  The held list and its counts are in the
 // base (sync/internal/witness_fast.h), which the inline fast path reads.
-struct witness_td : witness_held {
+struct alignas(64) witness_td : witness_held {
 	int wt_nosleep;                 // (k) witness_nosleep_enter depth
 	const char *wt_nosleep_what;    // (k)
 	std::atomic<const lock_object *> wt_blocked_on; // (a) seq_cst
@@ -621,7 +621,8 @@ wt_alloc_locked() noexcept
 		// Beyond the preallocated blocks: the C allocator, which a
 		// CPU's OS thread may call in a spin section (no signal
 		// handler runs WITNESS hooks).
-		wt = static_cast<witness_td *>(std::malloc(sizeof(witness_td)));
+		wt = static_cast<witness_td *>(
+		    std::aligned_alloc(alignof(witness_td), sizeof(witness_td)));
 		if (wt == nullptr)
 			return nullptr;
 	}
@@ -2110,7 +2111,8 @@ witness_lock(lock_object *lo, unsigned flags, const char *file,
 		li->li_flags++;
 	} else if (*np < cap) {
 		v[*np] = {lo, file, line,
-		    f | ((flags & LOP_EXCLUSIVE) ? LI_EXCLUSIVE : 0u)};
+		    f | ((flags & LOP_EXCLUSIVE) ? LI_EXCLUSIVE : 0u),
+		    lo_w(lo)->w_index};
 		// The entry is complete before the count shows it (show all
 		// locks reads other threads' lists).
 		std::atomic_signal_fence(std::memory_order_release);

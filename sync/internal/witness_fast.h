@@ -65,12 +65,13 @@ struct lock_instance {
 	const char *li_file;
 	int li_line;
 	unsigned li_flags;
+	int li_windex; // its type's matrix index (saves two dependent loads)
 };
 
 // The head of the per-thread state (td_witness; witness_td in witness.cc
 // derives from it).  Locking key: (k) the thread only (others read racily,
 // for display and the deadlock walk).
-struct witness_held {
+struct alignas(64) witness_held { // no false sharing between threads'
 	lock_instance wt_locks[WITNESS_HELD]; // (k) sleep locks, oldest first
 	int wt_count;     // (k) entries used
 	int wt_untracked; // (k) acquisitions beyond WITNESS_HELD
@@ -86,22 +87,23 @@ struct witness_node {
 extern std::atomic<uint8_t> w_rmatrix[WITNESS_COUNT + 1][WITNESS_COUNT + 1];
 
 // The held list of td if it may take the fast path for lo: lo is
-// witnessed, of a known type and not recursable (Giant is); td is in no
-// critical section (which also excludes interrupt filters: they run in a
-// spinlock section), is not making a report, and has no untracked lock.
+// witnessed, of a known type and not recursable (Giant is); td is not
+// making a report and has no untracked lock.  The caller checked that td
+// is in no critical section (which also excludes interrupt filters: they
+// run in a spinlock section).
 inline witness_held *
 fast_list(const lock_object *lo, thread *td) noexcept
 {
 	auto *wh = static_cast<witness_held *>(td->td_witness);
 	if (wh == nullptr || lo->lo_witness == nullptr ||
-	    (lo->lo_flags & LO_RECURSABLE) || td->td_critnest != 0 ||
-	    wh->wt_in_report != 0 || wh->wt_untracked != 0)
+	    (lo->lo_flags & LO_RECURSABLE) ||
+	    (wh->wt_in_report | wh->wt_untracked) != 0)
 		return nullptr;
 	return wh;
 }
 
 // The exclusive blocking acquisition of lo (a non-sleepable sleep lock) by
-// td is on the known-order path: nothing held, or the top entry is a chain
+// td, in no critical section, is on the known-order path: nothing held, or the top entry is a chain
 // whose type is a known direct parent of lo's.  Returns the list to push
 // on after the acquisition, or null (take the slow path).
 inline witness_held *
@@ -118,9 +120,8 @@ fast_checkorder(const lock_object *lo, thread *td) noexcept
 	const lock_instance &top = wh->wt_locks[n - 1];
 	if (!(top.li_flags & LI_CHAIN))
 		return nullptr;
-	int p = static_cast<const witness_node *>(top.li_lock->lo_witness)->w_index;
 	int c = static_cast<const witness_node *>(lo->lo_witness)->w_index;
-	uint8_t b = w_rmatrix[p][c].load(std::memory_order_acquire);
+	uint8_t b = w_rmatrix[top.li_windex][c].load(std::memory_order_acquire);
 	constexpr uint8_t known = WITNESS_PARENT | WITNESS_LOCK_ORDER_KNOWN;
 	return (b & known) == known ? wh : nullptr;
 }
@@ -133,7 +134,8 @@ fast_push(witness_held *wh, lock_object *lo, const char *file,
 {
 	int n = wh->wt_count;
 	wh->wt_locks[n] = {lo, file, line,
-	    LI_EXCLUSIVE | LI_CHAIN | LI_NONSLEEP};
+	    LI_EXCLUSIVE | LI_CHAIN | LI_NONSLEEP,
+	    static_cast<const witness_node *>(lo->lo_witness)->w_index};
 	// The entry is complete before the count shows it (show all locks
 	// reads other threads' lists).
 	std::atomic_signal_fence(std::memory_order_release);
@@ -141,7 +143,8 @@ fast_push(witness_held *wh, lock_object *lo, const char *file,
 }
 
 // The release of lo by td is on the fast path: lo is the top entry,
-// exclusive and not recursed.  Returns the list to pop after the release.
+// exclusive and not recursed (td may be in a critical section: a release
+// checks no order).  Returns the list to pop after the release.
 inline witness_held *
 fast_unlock_check(const lock_object *lo, thread *td) noexcept
 {
