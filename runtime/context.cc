@@ -82,6 +82,7 @@ take(context *c) noexcept
 	return f;
 }
 
+#if USMP_CONTEXT_NOTES
 // Step 1's note of the context being suspended, per OS thread (the jump
 // stays on the OS thread, so the other side reads it right after).  Written
 // and read by noinline functions: the compiler must not reuse a
@@ -121,6 +122,13 @@ finish_switch(void *fake_stack, context *r) noexcept
 	(void)fake_stack;
 #endif
 }
+#else
+// No sanitizer: nothing learns anything at a switch (a made context's
+// stack and Valgrind id never change, and context_save() keeps them), so
+// the switch path carries only the fiber word.
+inline void note_from(const context *) noexcept {}
+inline void finish_switch(void *, context *) noexcept {}
+#endif
 
 } // namespace
 

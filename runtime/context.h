@@ -17,6 +17,12 @@
 
 #include <cstddef>
 
+#include "runtime/config.h"
+
+// Whether a switch must carry the suspended context's description to the
+// resumed side (sanitizer builds: see context.cc).
+#define USMP_CONTEXT_NOTES (USMP_SANITIZE_ADDRESS || USMP_SANITIZE_THREAD)
+
 namespace usmp {
 
 struct context {
@@ -48,6 +54,21 @@ void context_make(context *c, void *lo, void *top, context_entry_fn entry) noexc
 // Context: any; the caller owns every protocol around it.
 context context_resume(context *to, const context *self = nullptr,
     bool last = false) noexcept;
+
+// Save `from` (what context_resume() returned, or what a context entry
+// received) as the context of the thread that was suspended, *dst.  Only a
+// sanitizer build learns anything at a switch (ASan the bounds of an OS
+// thread's own stack, TSan its fiber), so without one only the fiber word
+// is copied: the rest of *dst was set by context_make() and stays.
+inline void
+context_save(context *dst, const context &from) noexcept
+{
+#if USMP_CONTEXT_NOTES
+	*dst = from;
+#else
+	dst->c_word = from.c_word;
+#endif
+}
 
 // Forget a context without unwinding it: for the context of a thread that
 // exited (its stack is going back to the cache; nothing on it is unwound).

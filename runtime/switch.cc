@@ -234,13 +234,13 @@ cpu_switch_finish(context from) noexcept
 	thread *old = pc->pc_switch_from;
 	thread *td = pc->pc_curthread;
 	*pc->pc_errnop = td->td_errno;
+	context_save(&old->td_ctx, from);
 	if (__builtin_expect(old->td_state == TDS_INACTIVE, 0)) {
 		// old exited: its context is never resumed.
-		context_forget(&from);
+		context_forget(&old->td_ctx);
 		thread_switched_out_dead(old);
 		return;
 	}
-	old->td_ctx = from;
 	old->td_lock.store(pc->pc_switch_lock, std::memory_order_release);
 }
 

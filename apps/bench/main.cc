@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "sync/witness.h"
+
 namespace usmp_bench {
 
 // Families not declared in bench.h.
@@ -222,6 +224,18 @@ main(int argc, char **argv)
 	benchmark::Initialize(&argc, argv, print_help);
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))
 		return 2;
+
+	// The peers check no lock order, so the comparisons run usmp with
+	// WITNESS compiled in (the default build) but switched off at run
+	// time, as a FreeBSD kernel with debug.witness.watch=0; the witness_*
+	// rows measure what turning it on costs.  USMP_WITNESS set in the
+	// environment keeps the mode it names.
+	if (std::getenv("USMP_WITNESS") == nullptr) {
+		usmp::witness_set_mode(usmp::witness_mode::off);
+		std::fprintf(stderr, "usmp-bench: WITNESS off at run time for the "
+		    "peer comparisons (USMP_WITNESS=warn keeps it on); the "
+		    "witness_* rows measure it\n");
+	}
 
 	register_yield_pingpong();
 	register_spawn_join();
