@@ -2282,7 +2282,7 @@ witness_try_recursion(lock_object *lo, const char *file, int line) noexcept
 	int *np, *unt, cap;
 	list_for(td, lo, wt, &v, &np, &unt, &cap);
 	lock_instance *li = find_instance(v, *np, lo);
-	lock_instance held = li != nullptr ? *li : lock_instance{lo, "?", 0, 0};
+	lock_instance held = li != nullptr ? *li : lock_instance{lo, "?", 0, 0, 0};
 	report_simple(witness_kind::recursion, "recursed on non-recursive lock",
 	    lo, file, line, &held,
 	    "recursed on non-recursive lock (%s) %s through try_lock @ %s:%d\n"
@@ -2302,32 +2302,51 @@ witness_warn(unsigned flags, const lock_object *lock, const char *fmt,
 	witness_td *wt = wt_of(td);
 	if (wt != nullptr && wt->wt_in_report)
 		return 0;
+	// The locks that make this sleep wrong: every held one but `lock`,
+	// less those the flags allow.  Counted before anything is formatted:
+	// this runs on every sleep with WITNESS on, and almost always finds
+	// nothing.
+	auto offends = [&](const lock_object *lo, bool spin) {
+		if (lo == lock)
+			return false;
+		if (spin)
+			return true;
+		if ((flags & WARN_GIANTOK) && is_giant(lo))
+			return false;
+		return !((flags & WARN_SLEEPOK) && lo_sleepable(lo));
+	};
+	int bad = 0;
+	int n = wt != nullptr ? wt->wt_count : 0;
+	critical_enter();
+	witness_cpu *wc = cpu_list();
+	for (int i = 0; i < wc->wc_count; i++)
+		bad += offends(wc->wc_locks[i].li_lock, true);
+	critical_exit();
+	for (int i = 0; i < n; i++)
+		bad += offends(wt->wt_locks[i].li_lock, false);
+	if (bad == 0 && (wt == nullptr || wt->wt_nosleep == 0))
+		return 0;
+
 	std::string s;
 	va_list ap;
 	va_start(ap, fmt);
 	std::string head;
 	sappendv(head, fmt, ap);
 	va_end(ap);
-	int bad = 0;
+	bad = 0;
 	critical_enter();
-	witness_cpu *wc = cpu_list();
+	wc = cpu_list();
 	std::string lines;
 	for (int i = wc->wc_count - 1; i >= 0; i--) {
-		if (wc->wc_locks[i].li_lock == lock)
+		if (!offends(wc->wc_locks[i].li_lock, true))
 			continue;
 		bad++;
 		list_lock(lines, wc->wc_locks[i], " ");
 	}
 	critical_exit();
-	int n = wt != nullptr ? wt->wt_count : 0;
 	for (int i = n - 1; i >= 0; i--) {
 		const lock_instance &li = wt->wt_locks[i];
-		const lock_object *lo = li.li_lock;
-		if (lo == lock)
-			continue;
-		if ((flags & WARN_GIANTOK) && is_giant(lo))
-			continue;
-		if ((flags & WARN_SLEEPOK) && lo_sleepable(lo))
+		if (!offends(li.li_lock, false))
 			continue;
 		bad++;
 		list_lock(lines, li, " ");
