@@ -30,10 +30,22 @@
 //  2. Insertion puts the callout in slot max(due ms, cc_lastscan + 1) and
 //     sets the slot's bit (relaxed, under the lock).  cc_lastscan is the
 //     last millisecond every callout of which has been examined.
-//  3. Each hardclock tick, for each CPU with callouts, the tick hook reads
-//     cc_lastscan and the bits of the slots up to now, without the lock;
-//     if one is set it schedules the softclock (swi_sched).  A bit it
-//     misses is seen at the next tick, as cc_lastscan has not moved.
+//  3. The event timer.  cc_firstevent (w) is a lower bound of the earliest
+//     c_time + c_precision of the wheel (the latest moment the wheel must
+//     be looked at): an insertion that goes below it lowers it and
+//     re-programs the CPU's event timer (cc_program: on the CPU itself the
+//     ring's timeout is armed or moved earlier at once, under the wheel
+//     lock; from elsewhere the CPU's "timer cpuN" event is fired and its
+//     filter does it there, as only a CPU writes its own ring).  A stop
+//     leaves it low: the timer then fires early for nothing, and the clock
+//     interrupt (clock_intr, primary interrupt context on the CPU, under
+//     the wheel lock) recomputes it exactly (cc_next_event) and either
+//     schedules the softclock (swi_sched) or re-arms the timer.  Without
+//     rings the hardclock tick reads cc_lastscan and the slot bits up to
+//     now, without the lock, and schedules the softclock if one is set (a
+//     bit it misses is seen at the next tick).  Either way a callout never
+//     runs before c_time: only the softclock runs handlers, and only those
+//     due by its clock_ns().
 //  4. The softclock, under the lock, moves every callout due by now from
 //     the slots (cc_lastscan, now] to the expired list (PROCESSED), and
 //     sets cc_lastscan = now - 1 ms (the current millisecond is examined
@@ -43,7 +55,9 @@
 //     meanwhile (a stop or reset by the lock's holder), else set cc_cancel
 //     (the handler can no longer be stopped); run the handler; release its
 //     lock unless CALLOUT_RETURNUNLOCKED; under the wheel lock clear cc_curr,
-//     and wake a drainer, or perform a deferred migration.
+//     and wake a drainer, or perform a deferred migration.  Last, under
+//     the lock, it recomputes cc_firstevent exactly and programs the timer
+//     (step 3), or starts over if something came due meanwhile.
 //  5. callout_stop, under the wheel lock: clears ACTIVE; if cc_curr is the
 //     callout and the caller holds its lock and cc_cancel is clear, sets
 //     cc_cancel (result 1); removes a pending instance (1, or 0 if the
@@ -64,6 +78,7 @@
 #include <cstdio>
 #include <new>
 
+#include "interrupts/internal/eventtimer.h"
 #include "interrupts/intr_event.h"
 #include "interrupts/swi.h"
 #include "runtime/config.h"
@@ -95,11 +110,17 @@ struct alignas(64) callout_cpu {
 	callout *cc_exp_tail = nullptr;            // (w)
 	std::atomic<uint64_t> cc_lastscan{0};      // (w) written, (a) read
 	std::atomic<int> cc_count{0};              // (w) written: pending here
+	uint64_t cc_firstevent = UINT64_MAX;       // (w) the event timer's time
+	intr_event *cc_timer_ie = nullptr;         // (c) "timer cpuN": re-arm
+	intr_handler *cc_timer_ih = nullptr;       // (c)
 	callout *cc_curr = nullptr;                // (w)
 	bool cc_cancel = false;                    // (w)
 	bool cc_waiting = false;                   // (w)
+	callout_func_t cc_drain = nullptr;         // (w) callout_async_drain's
+	void *cc_drain_arg = nullptr;              // (w)
 	int cc_mig_cpu = NOCPU;                    // (w) deferred migration
 	uint64_t cc_mig_time = 0;                  // (w)
+	uint64_t cc_mig_prec = 0;                  // (w)
 	callout_func_t cc_mig_func = nullptr;      // (w)
 	void *cc_mig_arg = nullptr;                // (w)
 	int cc_cpuid = 0;                          // (c)
@@ -109,7 +130,9 @@ struct alignas(64) callout_cpu {
 
 std::atomic<callout_cpu *> g_cc{nullptr};
 std::atomic<int> g_ncc{0};
-std::atomic<int> g_tick_busy{0};
+// Clock interrupts and hardclock ticks inside the wheels now (see
+// callout_shutdown).
+std::atomic<int> g_users{0};
 std::atomic<uint64_t> g_slow_ns{2000000};
 std::atomic<uint64_t> g_slow_count{0};
 
@@ -170,8 +193,10 @@ bit_clear(callout_cpu *cc, int b) noexcept
 	    std::memory_order_relaxed);
 }
 
-// Step 2.  Requires the wheel lock.
-void
+// Step 2.  Requires the wheel lock.  Returns true if c is now the wheel's
+// first event (c_time + c_precision earlier than cc_firstevent): the event
+// timer must move (cc_program).
+bool
 cc_insert(callout_cpu *cc, callout *c) noexcept
 {
 	uint64_t slot = c->c_time / SLOT_NS;
@@ -188,6 +213,61 @@ cc_insert(callout_cpu *cc, callout *c) noexcept
 	bit_set(cc, b);
 	c->c_iflags.fetch_or(CALLOUT_PENDING, std::memory_order_relaxed);
 	cc->cc_count.fetch_add(1, std::memory_order_relaxed);
+	uint64_t latest = c->c_time + c->c_precision;
+	if (latest < c->c_time)
+		latest = UINT64_MAX;
+	if (latest >= cc->cc_firstevent)
+		return false;
+	cc->cc_firstevent = latest;
+	return true;
+}
+
+// Step 3: when the wheel must next be looked at: the earliest
+// c_time + c_precision of its callouts (0 if some wait on the expired
+// list; UINT64_MAX if none).  Callouts in a slot s after the first are due
+// at or after s, so the walk stops at the first slot that starts after the
+// best time found.  Requires the wheel lock.
+uint64_t
+cc_next_event(callout_cpu *cc) noexcept
+{
+	if (cc->cc_exp_head != nullptr)
+		return 0;
+	if (cc->cc_count.load(std::memory_order_relaxed) == 0)
+		return UINT64_MAX;
+	uint64_t best = UINT64_MAX;
+	uint64_t last = cc->cc_lastscan.load(std::memory_order_relaxed);
+	for (uint64_t s = last + 1; s <= last + NSLOTS; s++) {
+		if (s > last + 1 && s * SLOT_NS > best)
+			break;
+		int b = static_cast<int>(s % NSLOTS);
+		if (!(cc->cc_bits[b / 64].load(std::memory_order_relaxed) &
+			(1ull << (b % 64))))
+			continue;
+		for (callout *c = cc->cc_wheel[b]; c != nullptr; c = c->c_next) {
+			uint64_t latest = c->c_time + c->c_precision;
+			if (latest < c->c_time)
+				latest = UINT64_MAX;
+			if (latest < best)
+				best = latest;
+		}
+	}
+	return best;
+}
+
+// Make the event timer of cc's CPU fire at cc_firstevent.  On that CPU,
+// arm its ring's timer directly; from anywhere else, fire the CPU's
+// "timer cpuN" event, whose filter (callout_clock_intr) arms it there (only
+// the CPU writes its own ring).  Without rings the hardclock's tick looks
+// at the wheels instead.  Requires the wheel lock.
+void
+cc_program(callout_cpu *cc) noexcept
+{
+	if (!ring_timer_enabled() || cc->cc_firstevent == UINT64_MAX)
+		return;
+	if (curcpu() == cc->cc_cpuid && ring_timer_arm(cc->cc_firstevent))
+		return;
+	if (cc->cc_timer_ie != nullptr)
+		intr_event_fire(cc->cc_timer_ie);
 }
 
 // Unlink a pending callout from its slot or the expired list.  Requires
@@ -301,6 +381,7 @@ softclock(void *arg) noexcept
 	auto *cc = static_cast<callout_cpu *>(arg);
 	thread *td = curthread();
 	cc->cc_lock.lock();
+again:
 	cc_scan(cc, clock_ns());
 	while (cc->cc_exp_head != nullptr) {
 		callout *c = cc->cc_exp_head;
@@ -355,6 +436,22 @@ softclock(void *arg) noexcept
 		}
 		cc->cc_lock.lock();
 		cc->cc_curr = nullptr;
+		if (cc->cc_drain != nullptr) {
+			// callout_async_drain(): the handler has returned; the
+			// drain function runs with the wheel unlocked.  It cancels
+			// a deferred migration, as a drain does.
+			callout_func_t dfn = cc->cc_drain;
+			void *darg = cc->cc_drain_arg;
+			cc->cc_drain = nullptr;
+			if (cc->cc_mig_cpu != NOCPU) {
+				cc->cc_mig_cpu = NOCPU;
+				c->c_iflags.fetch_and(~(CALLOUT_PENDING |
+				    CALLOUT_DFRMIGRATION), std::memory_order_relaxed);
+			}
+			cc->cc_lock.unlock();
+			dfn(darg);
+			cc->cc_lock.lock();
+		}
 		if (cc->cc_waiting) {
 			// A drain cancels a deferred migration (step 6).
 			if (cc->cc_mig_cpu != NOCPU) {
@@ -372,20 +469,69 @@ softclock(void *arg) noexcept
 			c->c_func = cc->cc_mig_func;
 			c->c_arg = cc->cc_mig_arg;
 			c->c_time = cc->cc_mig_time;
+			c->c_precision = cc->cc_mig_prec;
 			callout_cpu *ncc = cc_switch(c, cc, cpu);
-			cc_insert(ncc, c);
+			if (cc_insert(ncc, c))
+				cc_program(ncc);
 			ncc->cc_lock.unlock();
 			cc->cc_lock.lock();
 		}
 	}
+	// Step 4's end: the wheel's next event, found exactly (resets and
+	// stops moved it meanwhile), and the timer armed for it; a callout
+	// that came due while the handlers ran is run now.
+	uint64_t next = cc_next_event(cc);
+	if (next <= clock_ns())
+		goto again;
+	cc->cc_firstevent = next;
+	cc_program(cc);
 	cc->cc_lock.unlock();
+}
+
+// The clock interrupt of one CPU (interrupts/internal/eventtimer.h): its
+// ring's event timer expired, or another CPU asked it to re-arm (its
+// "timer cpuN" filter).  Primary interrupt context on that CPU.  Schedule
+// the softclock if something is due, else arm the timer for the next
+// event.  (The kernel's callout_process(), minus running C_DIRECT_EXEC
+// handlers, which usmp does not have.)
+void
+clock_intr(callout_cpu *cc) noexcept
+{
+	cc->cc_lock.lock();
+	uint64_t next = cc_next_event(cc);
+	bool due = next <= clock_ns();
+	if (due) {
+		// The softclock recomputes and re-arms when it has run.
+		cc->cc_firstevent = 0;
+	} else {
+		cc->cc_firstevent = next;
+		if (next != UINT64_MAX)
+			ring_timer_arm(next);
+	}
+	cc->cc_lock.unlock();
+	if (due)
+		swi_sched(cc->cc_cookie, 0);
+}
+
+int
+timer_filter(void *arg) noexcept
+{
+	auto *cc = static_cast<callout_cpu *>(arg);
+	g_users.fetch_add(1, std::memory_order_seq_cst);
+	if (g_cc.load(std::memory_order_seq_cst) != nullptr)
+		clock_intr(cc);
+	g_users.fetch_sub(1, std::memory_order_release);
+	return FILTER_HANDLED;
 }
 
 // Step 3, on the hardclock thread.
 void
 callout_tick(uint64_t) noexcept
 {
-	g_tick_busy.store(1, std::memory_order_seq_cst);
+	// With rings, each CPU's event timer drives its wheel (step 3).
+	if (ring_timer_enabled())
+		return;
+	g_users.fetch_add(1, std::memory_order_seq_cst);
 	callout_cpu *ccs = g_cc.load(std::memory_order_seq_cst);
 	int n = g_ncc.load(std::memory_order_acquire);
 	uint64_t nowslot = clock_ns() / SLOT_NS;
@@ -406,7 +552,7 @@ callout_tick(uint64_t) noexcept
 			}
 		}
 	}
-	g_tick_busy.store(0, std::memory_order_release);
+	g_users.fetch_sub(1, std::memory_order_release);
 }
 
 void
@@ -425,6 +571,13 @@ callout_boot() noexcept
 			INTR_MPSAFE, &cc->cc_cookie) != 0)
 			panic("callout_boot: cannot add the softclock of cpu%d", cpu);
 		intr_event_bind(cc->cc_ie, cpu);
+		std::snprintf(name, sizeof(name), "timer cpu%d", cpu);
+		if (intr_event_create(&cc->cc_timer_ie, name) != 0 ||
+		    intr_event_add_handler(cc->cc_timer_ie, name, timer_filter,
+			nullptr, cc, PI_REALTIME, INTR_MPSAFE | INTR_TYPE_CLK,
+			&cc->cc_timer_ih) != 0 ||
+		    intr_event_bind(cc->cc_timer_ie, cpu) != 0)
+			panic("callout_boot: cannot add the event timer of cpu%d", cpu);
 	}
 	g_cc.store(ccs, std::memory_order_seq_cst);
 	g_ncc.store(n, std::memory_order_release);
@@ -437,22 +590,25 @@ callout_shutdown() noexcept
 	int n = g_ncc.load(std::memory_order_acquire);
 	if (ccs == nullptr)
 		return;
+	g_ncc.store(0, std::memory_order_seq_cst);
+	g_cc.store(nullptr, std::memory_order_seq_cst);
+	// Pairs with the clock interrupts' and callout_tick's seq_cst
+	// increment of g_users before their load of g_cc: either they saw
+	// null, or we see them inside.  A timer that fires later finds null.
+	while (g_users.load(std::memory_order_seq_cst) != 0)
+		__builtin_ia32_pause();
 	for (int cpu = 0; cpu < n; cpu++) {
 		callout_cpu *cc = &ccs[cpu];
 		swi_remove(cc->cc_cookie);
 		intr_event_destroy(cc->cc_ie);
+		intr_event_remove_handler(cc->cc_timer_ih);
+		intr_event_destroy(cc->cc_timer_ie);
 		int left = cc->cc_count.load(std::memory_order_relaxed);
 		if (left != 0)
 			printf_diag("machine_shutdown(): %d callout%s still pending "
 			    "on cpu%d (they never run)", left, left == 1 ? "" : "s",
 			    cpu);
 	}
-	g_ncc.store(0, std::memory_order_seq_cst);
-	g_cc.store(nullptr, std::memory_order_seq_cst);
-	// Pairs with callout_tick's seq_cst store of g_tick_busy before its
-	// load of g_cc: it either saw null or we see it busy.
-	while (g_tick_busy.load(std::memory_order_seq_cst) != 0)
-		__builtin_ia32_pause();
 	delete[] ccs;
 }
 
@@ -475,6 +631,7 @@ init_common(callout *c, lock_object *lock, int flags) noexcept
 	c->c_next = c->c_prev = nullptr;
 	c->c_bucket = -1;
 	c->c_time = 0;
+	c->c_precision = 0;
 	c->c_func = nullptr;
 	c->c_arg = nullptr;
 	c->c_lock = lock;
@@ -493,8 +650,8 @@ lock_owned_by_me(const lock_object *lock) noexcept
 }
 
 int
-stop_safe(callout *c, bool drain, const char *call, const char *file,
-    int line) noexcept
+stop_safe(callout *c, bool drain, callout_func_t drain_fn, const char *call,
+    const char *file, int line) noexcept
 {
 	check_init(c, call, file, line);
 	callout_cpu *cc = callout_lock(c);
@@ -530,6 +687,12 @@ stop_safe(callout *c, bool drain, const char *call, const char *file,
 			chan = &cc->cc_waiting;
 		}
 	}
+	if (running && !lock_cancelled && drain_fn != nullptr) {
+		// callout_async_drain(): the softclock calls drain_fn when the
+		// handler returns (result 0).
+		cc->cc_drain = drain_fn;
+		cc->cc_drain_arg = c->c_arg;
+	}
 	cc->cc_lock.unlock();
 	if (lock_cancelled)
 		return 1;
@@ -564,7 +727,7 @@ callout_init_lock(callout *c, lock_object *lock, int flags) noexcept
 
 int
 callout_reset_sbt_on(callout *c, std::chrono::nanoseconds when,
-    std::chrono::nanoseconds, callout_func_t fn, void *arg, int cpu,
+    std::chrono::nanoseconds precision, callout_func_t fn, void *arg, int cpu,
     int flags, const char *file, int line) noexcept
 {
 	check_init(c, "callout_reset", file, line);
@@ -576,10 +739,8 @@ callout_reset_sbt_on(callout *c, std::chrono::nanoseconds when,
 		c->c_lock->lo_class->lc_assert(c->c_lock,
 		    (c->c_initflags & CALLOUT_SHAREDLOCK) ? LA_LOCKED : LA_XLOCKED,
 		    file, line);
-	uint64_t now = clock_ns();
-	int64_t w = when.count();
-	uint64_t t = (flags & C_ABSOLUTE) ? (w > 0 ? static_cast<uint64_t>(w) : 0)
-	    : now + (w > 0 ? static_cast<uint64_t>(w) : 0);
+	uint64_t t, prec;
+	callout_when(when, precision, flags, &t, &prec);
 	callout_cpu *cc = callout_lock(c);
 	if (cpu == NOCPU)
 		cpu = cc->cc_cpuid;
@@ -606,6 +767,7 @@ callout_reset_sbt_on(callout *c, std::chrono::nanoseconds when,
 			}
 			cc->cc_mig_cpu = cpu;
 			cc->cc_mig_time = t;
+			cc->cc_mig_prec = prec;
 			cc->cc_mig_func = fn;
 			cc->cc_mig_arg = arg;
 			c->c_iflags.fetch_or(CALLOUT_PENDING | CALLOUT_DFRMIGRATION,
@@ -630,10 +792,49 @@ callout_reset_sbt_on(callout *c, std::chrono::nanoseconds when,
 	c->c_func = fn;
 	c->c_arg = arg;
 	c->c_time = t;
-	cc_insert(cc, c);
+	c->c_precision = prec;
+	if (cc_insert(cc, c))
+		cc_program(cc);
 	c->c_flags.fetch_or(CALLOUT_ACTIVE, std::memory_order_relaxed);
 	cc->cc_lock.unlock();
 	return cancelled;
+}
+
+void
+callout_when(std::chrono::nanoseconds when, std::chrono::nanoseconds precision,
+    int flags, uint64_t *timep, uint64_t *precp) noexcept
+{
+	int64_t w = when.count() > 0 ? when.count() : 0;
+	uint64_t p = precision.count() > 0 ? static_cast<uint64_t>(precision.count()) : 0;
+	if (flags & C_ABSOLUTE) {
+		*timep = static_cast<uint64_t>(w);
+		*precp = p;
+		return;
+	}
+	// C_HARDCLOCK: at least one tick (a wheel slot, 1 ms) away.
+	if ((flags & C_HARDCLOCK) && static_cast<uint64_t>(w) < SLOT_NS)
+		w = static_cast<int64_t>(SLOT_NS);
+	uint64_t base = clock_ns();
+	uint64_t d = static_cast<uint64_t>(w);
+	*timep = base + d < base ? UINT64_MAX : base + d;
+	int prel = C_PRELGET(flags);
+	uint64_t rel = 0;
+	if (flags & C_EXACT)
+		rel = 0;
+	else if (prel < 0)
+		rel = d >> CALLOUT_PRECEXP;
+	else if (prel < 64)
+		rel = d >> prel;
+	if (rel < p)
+		rel = p;
+	if (flags & C_HARDCLOCK) {
+		// Aligned to the ticks: allowed to wait for the end of the
+		// tick (slot) it falls in, so such callouts fire together.
+		uint64_t to_edge = SLOT_NS - *timep % SLOT_NS;
+		if (rel < to_edge)
+			rel = to_edge;
+	}
+	*precp = rel;
 }
 
 int
@@ -647,13 +848,33 @@ callout_reset_curcpu(callout *c, std::chrono::nanoseconds d, callout_func_t fn,
 int
 callout_stop(callout *c, const char *file, int line) noexcept
 {
-	return stop_safe(c, false, "callout_stop", file, line);
+	return stop_safe(c, false, nullptr, "callout_stop", file, line);
 }
 
 int
 callout_drain(callout *c, const char *file, int line) noexcept
 {
-	return stop_safe(c, true, "callout_drain", file, line);
+	return stop_safe(c, true, nullptr, "callout_drain", file, line);
+}
+
+int
+callout_async_drain(callout *c, callout_func_t drain, const char *file,
+    int line) noexcept
+{
+	if (drain == nullptr)
+		panic("callout_async_drain: callout %p with a null drain function "
+		    "@ %s:%d", static_cast<void *>(c), file, line);
+	return stop_safe(c, false, drain, "callout_async_drain", file, line);
+}
+
+void
+callout_clock_intr(int cpu) noexcept
+{
+	g_users.fetch_add(1, std::memory_order_seq_cst);
+	callout_cpu *ccs = g_cc.load(std::memory_order_seq_cst);
+	if (ccs != nullptr && cpu < g_ncc.load(std::memory_order_acquire))
+		clock_intr(&ccs[cpu]);
+	g_users.fetch_sub(1, std::memory_order_release);
 }
 
 void

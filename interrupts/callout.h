@@ -9,12 +9,16 @@
 //     callout_drain(&c);                      // before freeing c or sc->mtx
 //
 // Each CPU has a callout wheel, run by its softclock: a software interrupt
-// ("clock (N)", SWI_CLOCK, bound to CPU N) that the hardclock schedules when
-// a slot of the wheel comes due.  A handler runs on its callout's CPU, in
-// that softclock's ithread: at interrupt priority, with sleeping forbidden
-// (it may take sleep mutexes), with the callout's lock held if it has one
-// (Giant for callout_init(c, false)).  Resolution: 1 ms slots; a callout
-// never runs early.
+// ("clock (N)", SWI_CLOCK, bound to CPU N) that CPU N's event timer
+// schedules when the wheel's next callout comes due.  The event timer is a
+// timeout on the CPU's io_uring, armed for the wheel's next event, so an
+// idle CPU sleeps in its ring until then (no tick wakes it) and a callout
+// runs when its time (plus its precision) comes, not at the next tick;
+// without rings (USMP_IDLE_BACKEND=futex) the hardclock's tick looks at the
+// wheels.  A handler runs on its callout's CPU, in that softclock's
+// ithread: at interrupt priority, with sleeping forbidden (it may take
+// sleep mutexes), with the callout's lock held if it has one (Giant for
+// callout_init(c, false)).  A callout never runs early.
 //
 // Results, as callout(9):
 //   callout_reset*: 1 if a pending call was cancelled (or a call waiting for
@@ -48,8 +52,29 @@ using callout_func_t = void (*)(void *arg);
 enum : int {
 	CALLOUT_RETURNUNLOCKED = 0x0010, // the handler releases the lock itself
 	CALLOUT_SHAREDLOCK = 0x0020,     // an rwlock is taken shared
+	C_HARDCLOCK = 0x0100,            // align to the ticks (1 ms), >= 1 tick
 	C_ABSOLUTE = 0x0200,             // the time is a clock_ns() value
+	C_EXACT = 0x10000,               // usmp: no default deviation (below)
 };
+// Relative precision: the callout may run up to (delay >> x) late, so that
+// the event timer can serve several callouts with one interrupt.  Without
+// C_PREL (and without C_EXACT) a relative callout_reset_sbt*() may be a
+// sixteenth of its delay late (CALLOUT_PRECEXP; the kernel's default,
+// kern.timecounter.alloweddeviation, is 5%).  The precision argument is a
+// floor: the larger of the two applies.
+constexpr int C_PRELBITS = 7;
+constexpr int C_PRELRANGE = (1 << C_PRELBITS) - 1;
+constexpr int
+C_PREL(int x) noexcept
+{
+	return (x + 1) << 1;
+}
+constexpr int
+C_PRELGET(int flags) noexcept
+{
+	return ((flags >> 1) & C_PRELRANGE) - 1;
+}
+constexpr int CALLOUT_PRECEXP = 4;
 
 // callout_flags (c_flags / c_iflags), readable through callout_pending()
 // and callout_active().
@@ -69,6 +94,7 @@ struct callout {
 	callout *c_next = nullptr;          // (w) bucket / expired list links
 	callout *c_prev = nullptr;          // (w)
 	uint64_t c_time = 0;                // (w) when it is due, clock_ns()
+	uint64_t c_precision = 0;           // (w) how late it may run, ns
 	callout_func_t c_func = nullptr;    // (w)
 	void *c_arg = nullptr;              // (w)
 	lock_object *c_lock = nullptr;      // (c) after init
@@ -105,10 +131,11 @@ callout_init_rw(callout *c, L &lock, int flags) noexcept
 }
 
 // Schedule c: fn(arg) at `when` (relative, or a clock_ns() time with
-// C_ABSOLUTE) on `cpu` (NOCPU: the callout's current CPU).  `precision` is
-// accepted for the kernel's signature (slots are 1 ms).  Returns 1 if a
-// pending call was cancelled, else 0.  Context: any but a signal handler;
-// with the callout's lock held if it has one (panics otherwise).
+// C_ABSOLUTE) on `cpu` (NOCPU: the callout's current CPU), at the latest
+// `precision` later (see C_PREL and C_HARDCLOCK above; C_ABSOLUTE takes
+// `precision` as it is).  Returns 1 if a pending call was cancelled, else
+// 0.  Context: any but a signal handler; with the callout's lock held if
+// it has one (panics otherwise).
 int callout_reset_sbt_on(callout *c, std::chrono::nanoseconds when,
     std::chrono::nanoseconds precision, callout_func_t fn, void *arg, int cpu,
     int flags, const char *file = __builtin_FILE(),
@@ -129,7 +156,7 @@ callout_reset_on(callout *c, std::chrono::nanoseconds d, callout_func_t fn,
     int line = __builtin_LINE()) noexcept
 {
 	return callout_reset_sbt_on(c, d, std::chrono::nanoseconds::zero(), fn,
-	    arg, cpu, 0, file, line);
+	    arg, cpu, C_EXACT, file, line);
 }
 inline int
 callout_reset(callout *c, std::chrono::nanoseconds d, callout_func_t fn,
@@ -156,6 +183,18 @@ callout_schedule_on(callout *c, std::chrono::nanoseconds d, int cpu,
 	return callout_reset_on(c, d, c->c_func, c->c_arg, cpu, file, line);
 }
 
+// The duration-based calls above (callout_reset, _on, callout_schedule,
+// _on, and callout_reset_curcpu) take a duration, not ticks: they run the
+// handler as soon as `d` has passed (C_EXACT: no deviation, no tick
+// alignment), where the kernel's tick-based ones pass C_HARDCLOCK.
+
+// The time and precision callout_reset_sbt_on() would give a callout
+// (callout_when(9)): *timep on the clock_ns() clock, *precp in ns.
+// Context: any.
+void callout_when(std::chrono::nanoseconds when,
+    std::chrono::nanoseconds precision, int flags, uint64_t *timep,
+    uint64_t *precp) noexcept;
+
 // Stop c (results above).  Context: any but a signal handler; with the
 // callout's lock held if it has one, for the lock-cancel guarantee.
 int callout_stop(callout *c, const char *file = __builtin_FILE(),
@@ -164,6 +203,15 @@ int callout_stop(callout *c, const char *file = __builtin_FILE(),
 // not holding the callout's lock (or any lock the handler takes).
 int callout_drain(callout *c, const char *file = __builtin_FILE(),
     int line = __builtin_LINE()) noexcept;
+
+// Stop c without waiting: as callout_stop, and if the result is 0 (the
+// handler is running and could not be stopped), drain(arg) is called, with
+// the argument of c's last reset, once the handler has returned (in the
+// softclock's ithread, with no lock held): after that call, c and its
+// handler's data may be freed.  For any other result drain is not called.
+// Context: as callout_stop (never sleeps).
+int callout_async_drain(callout *c, callout_func_t drain,
+    const char *file = __builtin_FILE(), int line = __builtin_LINE()) noexcept;
 
 // Context: any.
 inline bool

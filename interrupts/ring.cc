@@ -59,6 +59,16 @@
 //     signal, whose handler calls ring_poll_backend() when the interrupted
 //     code is outside critical and spinlock sections.  Submissions drain
 //     too, and the idle loop polls.
+//  6. The event timer (interrupts/internal/eventtimer.h).  At most one
+//     IORING_OP_TIMEOUT per ring (absolute, CLOCK_MONOTONIC), tagged
+//     RU_TIMER, armed by the CPU itself (it writes its own SQ) for its
+//     callout wheel's next event; moved earlier by IORING_OP_TIMEOUT_REMOVE
+//     with IORING_TIMEOUT_UPDATE (whose own CQE is ignored: if the timer
+//     fired first, the update fails with -ENOENT and the RU_TIMER CQE
+//     already in the CQ re-evaluates the wheel).  Its completion runs the
+//     clock interrupt (callout_clock_intr) in primary interrupt context,
+//     which schedules the softclock or arms the timer again.  An idle CPU
+//     thereby sleeps in its ring until its next callout, not a tick.
 //  5. Shutdown.  After its idle loop returns, each CPU cancels everything on
 //     its ring (IORING_ASYNC_CANCEL_ANY) and drains until no request is in
 //     flight, so no kernel write lands in memory after the machine is gone
@@ -83,6 +93,7 @@
 #include <cstring>
 #include <new>
 
+#include "interrupts/internal/eventtimer.h"
 #include "interrupts/intr_event.h"
 #include "interrupts/ring.h"
 #include "runtime/config.h"
@@ -105,6 +116,7 @@ enum : uint64_t {
 	RU_WAKE = 2,       // an IPI message arrived
 	RU_EVENTFD = 3,    // the eventfd read completed (an IPI)
 	RU_MSG_FAILED = 4, // (cpu << 3) | 4: an IPI message could not be sent
+	RU_TIMER = 5,      // the CPU's event timer (interrupts/internal/eventtimer.h)
 	RU_TAG_MASK = 7,
 };
 
@@ -120,6 +132,9 @@ struct alignas(64) ring_cpu {
 	uint64_t rc_efd_buf = 0;                // (k) the eventfd read's buffer
 	bool rc_efd_armed = false;              // (k) a read is pending
 	bool rc_stopping = false;               // (k) mh_cpu_stop began
+	bool rc_timer_armed = false;            // (k) an RU_TIMER timeout is pending
+	uint64_t rc_timer_at = 0;               // (k) its deadline
+	__kernel_timespec rc_timer_ts{};        // (k) read by the kernel at submission
 	std::atomic<uint32_t> rc_waiting{0};    // (a) 1 inside ring_wait's enter
 	std::atomic<int64_t> rc_inflight{0};    // (a, written k) ring_ops pending
 	std::atomic<uint64_t> rc_waits{0};
@@ -129,6 +144,8 @@ struct alignas(64) ring_cpu {
 	std::atomic<uint64_t> rc_completions{0};
 	std::atomic<uint64_t> rc_submitted{0};
 	std::atomic<uint64_t> rc_overflows{0};
+	std::atomic<uint64_t> rc_timer_fires{0};
+	std::atomic<uint64_t> rc_timer_arms{0};
 };
 
 ring_cpu *g_rc = nullptr; // [g_nrc], (c)
@@ -249,6 +266,15 @@ ring_drain(ring_cpu *rc) noexcept
 				n++;
 			}
 			break;
+		case RU_TIMER:
+			// Step 6: the clock interrupt (or its cancellation at
+			// shutdown, which needs nothing).
+			rc->rc_timer_armed = false;
+			bump(rc->rc_timer_fires);
+			n++;
+			if (!rc->rc_stopping)
+				callout_clock_intr(static_cast<int>(rc - g_rc));
+			break;
 		case RU_MSG_FAILED: {
 			int cpu = static_cast<int>(ud >> 3);
 			if (cpu >= 0 && cpu < g_nrc)
@@ -262,6 +288,36 @@ ring_drain(ring_cpu *rc) noexcept
 	ring_arm_eventfd(rc);
 	spinlock_exit();
 	return n;
+}
+
+// ---- The event timer (step 6).
+
+bool
+ring_timer_arm_on(ring_cpu *rc, uint64_t deadline_ns) noexcept
+{
+	if (rc->rc_stopping)
+		return true;
+	if (rc->rc_timer_armed && deadline_ns >= rc->rc_timer_at)
+		return true;
+	io_uring_sqe *sqe = ring_sqe(rc, 1);
+	if (sqe == nullptr)
+		return true; // SQ full even after a submit: the tick's backstop
+	rc->rc_timer_ts.tv_sec = static_cast<long long>(deadline_ns / 1000000000ull);
+	rc->rc_timer_ts.tv_nsec = static_cast<long long>(deadline_ns % 1000000000ull);
+	if (rc->rc_timer_armed) {
+		io_uring_prep_timeout_update(sqe, &rc->rc_timer_ts, RU_TIMER,
+		    IORING_TIMEOUT_ABS);
+		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+		io_uring_sqe_set_data64(sqe, RU_IGNORE);
+	} else {
+		io_uring_prep_timeout(sqe, &rc->rc_timer_ts, 0, IORING_TIMEOUT_ABS);
+		io_uring_sqe_set_data64(sqe, RU_TIMER);
+		rc->rc_timer_armed = true;
+	}
+	rc->rc_timer_at = deadline_ns;
+	bump(rc->rc_timer_arms);
+	io_uring_submit(&rc->rc_ring);
+	return true;
 }
 
 // ---- The idle backend (runtime/internal/idle.h).
@@ -550,13 +606,13 @@ hook_cpu_stop(pcpu *pc) noexcept
 	spinlock_exit();
 	// Wait for every request's completion (cancelled, or finished: a
 	// regular-file read in an io-wq worker cannot be interrupted), and for
-	// the eventfd read's.  Bounded: a request the kernel never completes
+	// the eventfd read's and the event timer's.  Bounded: a request the kernel never completes
 	// is reported rather than hanging the shutdown.
 	uint64_t give_up = clock_ns() + 10000000000ull;
 	for (;;) {
 		ring_drain(rc);
 		if (rc->rc_inflight.load(std::memory_order_relaxed) == 0 &&
-		    !rc->rc_efd_armed)
+		    !rc->rc_efd_armed && !rc->rc_timer_armed)
 			break;
 		if (clock_ns() > give_up) {
 			printf_diag("machine_shutdown(): cpu%d: %lld I/O request%s "
@@ -594,6 +650,24 @@ const machine_hooks &
 intr_controller_hooks() noexcept
 {
 	return ring_hooks;
+}
+
+bool
+ring_timer_arm(uint64_t deadline_ns) noexcept
+{
+	ring_cpu *rc = ring_self();
+	if (rc == nullptr)
+		return false;
+	if (__builtin_expect(curthread()->td_spinlock_count == 0, 0))
+		panic("ring_timer_arm() by thread \"%s\" outside a spinlock section",
+		    curthread()->td_name);
+	return ring_timer_arm_on(rc, deadline_ns);
+}
+
+bool
+ring_timer_enabled() noexcept
+{
+	return g_rc != nullptr;
 }
 
 bool
@@ -738,6 +812,8 @@ ring_get_stats(int cpu) noexcept
 	s.rs_submitted = rc->rc_submitted.load(std::memory_order_relaxed);
 	s.rs_inflight = rc->rc_inflight.load(std::memory_order_relaxed);
 	s.rs_overflows = rc->rc_overflows.load(std::memory_order_relaxed);
+	s.rs_timer_fires = rc->rc_timer_fires.load(std::memory_order_relaxed);
+	s.rs_timer_arms = rc->rc_timer_arms.load(std::memory_order_relaxed);
 	s.rs_waiting = rc->rc_waiting.load(std::memory_order_relaxed) != 0;
 	return s;
 }

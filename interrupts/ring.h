@@ -106,6 +106,8 @@ struct ring_stats {
 	uint64_t rs_submitted = 0;     // requests submitted
 	int64_t rs_inflight = 0;       // submitted, handler not run yet
 	uint64_t rs_overflows = 0;     // drains that fetched CQEs the CQ had no room for
+	uint64_t rs_timer_fires = 0;   // event timer completions (clock interrupts)
+	uint64_t rs_timer_arms = 0;    // event timer arms and moves earlier
 	bool rs_waiting = false;       // the CPU is waiting in its ring now
 };
 // Counters of CPU `cpu` of the running machine (zeros without rings).

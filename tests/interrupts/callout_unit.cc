@@ -6,8 +6,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <thread>
 
 #include "interrupts/callout.h"
+#include "interrupts/ring.h"
 #include "runtime/config.h"
 #include "runtime/machine.h"
 #include "runtime/thread.h"
@@ -22,6 +24,15 @@ using namespace std::chrono_literals;
 using namespace usmp;
 
 namespace {
+
+template <class P>
+bool
+wait_for_os(P pred)
+{
+	for (int i = 0; i < 20000 && !pred(); i++)
+		std::this_thread::sleep_for(1ms);
+	return pred();
+}
 
 template <class P>
 bool
@@ -426,6 +437,174 @@ TEST_CASE("a slow callout handler is reported under USMP_INVARIANTS",
 		thread_sleep(2ms);
 		CHECK(callout_slow_count() == before + 1);
 		callout_set_slow_threshold(2ms);
+		CHECK(callout_drain(&c) == -1);
+	});
+}
+
+TEST_CASE("an idle machine's CPUs sleep in their rings; a callout wakes its CPU "
+    "through the ring's event timer", "[unit][callout]")
+{
+	test::machine m(2);
+	if (!ring_enabled())
+		return; // the hardclock drives the wheels: nothing to show
+	auto waits = [] {
+		uint64_t n = 0;
+		for (int c = 0; c < 2; c++)
+			n += ring_get_stats(c).rs_waits;
+		return n;
+	};
+	// Let the boot's threads settle, then stay idle for 300 ticks.
+	std::this_thread::sleep_for(50ms);
+	uint64_t w0 = waits();
+	std::this_thread::sleep_for(300ms);
+	uint64_t idle_waits = waits() - w0;
+	// A tick-driven machine would wake each CPU ~300 times here.
+	CHECK(idle_waits < 30);
+
+	ring_stats before = ring_get_stats(1);
+	static std::atomic<int> runs{0};
+	static std::atomic<uint64_t> ran_at{0};
+	runs = 0;
+	callout c;
+	uint64_t due = 0;
+	m.run([&] {
+		callout_init(&c, true);
+		due = clock_ns() + 100000000;
+		callout_reset_on(&c, 100ms, [](void *) {
+			ran_at = clock_ns();
+			runs++;
+		}, nullptr, 1);
+	});
+	std::this_thread::sleep_for(150ms);
+	REQUIRE(wait_for_os([&] { return runs == 1; }));
+	CHECK(ran_at >= due);
+	ring_stats after = ring_get_stats(1);
+	CHECK(after.rs_timer_fires > before.rs_timer_fires);
+	CHECK(after.rs_waits - before.rs_waits < 30);
+	m.run([&] { CHECK(callout_drain(&c) == -1); });
+}
+
+TEST_CASE("callouts fire in time order and never early", "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		constexpr int N = 20;
+		struct slot {
+			callout c;
+			uint64_t due = 0;
+			uint64_t at = 0;
+			int order = -1;
+		};
+		static slot s[N];
+		static std::atomic<int> seq{0};
+		seq = 0;
+		uint64_t fires0 = ring_get_stats(1).rs_timer_fires;
+		// Scheduled in reverse, 2 ms apart, all on cpu1.
+		for (int i = N - 1; i >= 0; i--) {
+			callout_init(&s[i].c, true);
+			s[i].due = clock_ns() + static_cast<uint64_t>(i + 1) * 2000000;
+			callout_reset_on(&s[i].c, std::chrono::milliseconds(2 * (i + 1)),
+			    [](void *a) {
+				    auto *sl = static_cast<slot *>(a);
+				    sl->at = clock_ns();
+				    sl->order = seq++;
+			    }, &s[i], 1);
+		}
+		REQUIRE(wait_for([] { return seq == N; }));
+		for (int i = 0; i < N; i++) {
+			CHECK(s[i].order == i);
+			CHECK(s[i].at >= s[i].due);
+			CHECK(callout_drain(&s[i].c) == -1);
+		}
+		if (ring_enabled())
+			CHECK(ring_get_stats(1).rs_timer_fires > fires0);
+	});
+}
+
+TEST_CASE("callout_when: C_EXACT, the default deviation, C_PREL, C_HARDCLOCK, "
+    "C_ABSOLUTE", "[unit][callout]")
+{
+	uint64_t t, p;
+	uint64_t now = clock_ns();
+	callout_when(64ms, 0ns, C_EXACT, &t, &p);
+	CHECK(t >= now + 64000000);
+	CHECK(p == 0);
+	callout_when(64ms, 0ns, 0, &t, &p);
+	CHECK(p == 64000000u >> CALLOUT_PRECEXP);
+	callout_when(64ms, 0ns, C_PREL(2), &t, &p);
+	CHECK(p == 16000000u);
+	callout_when(64ms, 20ms, C_PREL(2), &t, &p); // the argument is a floor
+	CHECK(p == 20000000u);
+	now = clock_ns();
+	callout_when(10us, 0ns, C_HARDCLOCK | C_PREL(10), &t, &p);
+	CHECK(t >= now + 1000000); // at least one tick
+	CHECK((t + p) % 1000000 == 0); // may wait for the tick's end
+	callout_when(std::chrono::nanoseconds(12345), 7ns, C_ABSOLUTE, &t, &p);
+	CHECK(t == 12345u);
+	CHECK(p == 7u);
+}
+
+TEST_CASE("a callout's precision lets the event timer serve a later callout "
+    "with the same interrupt", "[unit][callout]")
+{
+	test::machine m(2);
+	if (!ring_enabled())
+		return;
+	m.run([] {
+		static std::atomic<uint64_t> at1{0}, at2{0};
+		at1 = at2 = 0;
+		callout c1, c2;
+		callout_init(&c1, true);
+		callout_init(&c2, true);
+		uint64_t t0 = clock_ns();
+		// c1 is due at 10 ms but may wait until 40 ms; c2 is due at 25 ms
+		// exactly.  One timer interrupt at 25 ms runs both.
+		callout_reset_sbt_on(&c1, 10ms, 30ms, [](void *) { at1 = clock_ns(); },
+		    nullptr, 1, C_PREL(63));
+		callout_reset_sbt_on(&c2, 25ms, 0ns, [](void *) { at2 = clock_ns(); },
+		    nullptr, 1, C_EXACT);
+		REQUIRE(wait_for([] { return at1 != 0 && at2 != 0; }));
+		CHECK(at1 >= t0 + 25000000); // batched: not at its 10 ms
+		CHECK(at2 >= t0 + 25000000);
+		CHECK(callout_drain(&c1) == -1);
+		CHECK(callout_drain(&c2) == -1);
+	});
+}
+
+TEST_CASE("callout_async_drain: 0 and the drain function after a running "
+    "handler returns; 1 or -1 and no call otherwise", "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		static std::atomic<int> drained{0};
+		static std::atomic<void *> drained_arg{nullptr};
+		static rec *rp = nullptr;
+		drained = 0;
+		auto drain_fn = [](void *a) {
+			// The handler has returned by now.
+			CHECK(rp->runs == 1);
+			drained_arg = a;
+			drained++;
+		};
+		callout c;
+		callout_init(&c, true);
+		rec r;
+		rp = &r;
+		r.release = false;
+		callout_reset_on(&c, 1ms, record, &r, 1);
+		REQUIRE(wait_for([&] { return r.entered.load(); }));
+		CHECK(callout_async_drain(&c, drain_fn) == 0);
+		thread_sleep(5ms);
+		CHECK(drained == 0); // still running
+		r.release = true;
+		REQUIRE(wait_for([&] { return drained == 1; }));
+		CHECK(drained_arg == static_cast<void *>(&r));
+		// Pending: stopped (1), no drain call; idle: -1.
+		callout_reset_on(&c, 10s, record, &r, 1);
+		CHECK(callout_async_drain(&c, drain_fn) == 1);
+		CHECK(callout_async_drain(&c, drain_fn) == -1);
+		thread_sleep(5ms);
+		CHECK(drained == 1);
 		CHECK(callout_drain(&c) == -1);
 	});
 }

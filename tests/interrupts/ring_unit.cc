@@ -100,8 +100,16 @@ wake_cpu1_50_times()
 		auto before0 = usmp::ring_get_stats(0);
 		std::atomic<int> ran{0};
 		for (int i = 0; i < 50; i++) {
+			// Parked for good: a wait that a leftover wake (one sent
+			// before cpu1 first parked) ends at once would let this
+			// creation find cpu1 awake, needing no wake.
 			CHECK(eventually([&] {
-				return usmp::ring_get_stats(1).rs_waiting;
+				auto a = usmp::ring_get_stats(1);
+				if (!a.rs_waiting)
+					return false;
+				usmp::thread_sleep(2ms);
+				auto b = usmp::ring_get_stats(1);
+				return b.rs_waiting && b.rs_waits == a.rs_waits;
 			}));
 			usmp::thread *td;
 			usmp::thread_attr a;
