@@ -20,6 +20,11 @@
 //     wakeup(chan) with the queue lock held or not; the chain lock makes
 //     the check-then-sleep atomic.  The order is always queue lock, then
 //     chain lock.
+//  6. Blocking (taskqueue_block): enqueue still queues, but calls no enqueue
+//     function, and runners stop popping tasks (a running task finishes);
+//     unblock calls the enqueue function if tasks wait.  quiesce waits,
+//     on &tq_active, until no task is queued or running (the runners wake
+//     that channel after each task while someone quiesces).
 //  5. drain_all appends a barrier task (priority 255, at the tail), waits
 //     for it to have run, then for the runners whose tb_seq is older than
 //     the call to finish.
@@ -67,6 +72,8 @@ struct taskqueue {
 	taskqueue_busy *tq_active = nullptr;   // (q)
 	uint64_t tq_seq = 0;                   // (q)
 	bool tq_running = true;                // (q) threads keep running
+	bool tq_blocked = false;               // (q) taskqueue_block()
+	int tq_quiescers = 0;                  // (q) in taskqueue_quiesce()
 	int tq_callouts = 0;                   // (q) armed timeout tasks
 	taskqueue_enqueue_fn tq_enqueue = nullptr; // (c)
 	void *tq_context = nullptr;            // (c)
@@ -121,8 +128,11 @@ enqueue_locked(taskqueue *tq, task *t) noexcept
 	t->ta_next = *pp;
 	*pp = t;
 	t->ta_pending = 1;
+	// A blocked queue keeps the task; taskqueue_unblock() calls the
+	// enqueue function.
+	bool kick = !tq->tq_blocked;
 	tq->unlock();
-	if (tq->tq_enqueue != nullptr)
+	if (kick && tq->tq_enqueue != nullptr)
 		tq->tq_enqueue(tq->tq_context);
 	return 0;
 }
@@ -144,7 +154,7 @@ run_locked(taskqueue *tq) noexcept
 	tb.tb_seq = ++tq->tq_seq;
 	tb.tb_next = tq->tq_active;
 	tq->tq_active = &tb;
-	while (tq->tq_head != nullptr) {
+	while (tq->tq_head != nullptr && !tq->tq_blocked) {
 		task *t = tq->tq_head;
 		tq->tq_head = t->ta_next;
 		t->ta_next = nullptr;
@@ -157,6 +167,8 @@ run_locked(taskqueue *tq) noexcept
 		tq->lock();
 		tb.tb_running = nullptr;
 		wakeup(t);
+		if (tq->tq_quiescers != 0)
+			wakeup(&tq->tq_active);
 	}
 	taskqueue_busy **pp = &tq->tq_active;
 	while (*pp != &tb)
@@ -420,6 +432,43 @@ taskqueue_drain_all(taskqueue *tq) noexcept
 			break;
 		tq_sleep(tq, &tq->tq_active, "tq_adrain");
 	}
+	tq->unlock();
+}
+
+void
+taskqueue_block(taskqueue *tq) noexcept
+{
+	tq->lock();
+	tq->tq_blocked = true;
+	tq->unlock();
+}
+
+void
+taskqueue_unblock(taskqueue *tq) noexcept
+{
+	tq->lock();
+	tq->tq_blocked = false;
+	bool kick = tq->tq_head != nullptr;
+	tq->unlock();
+	if (kick && tq->tq_enqueue != nullptr)
+		tq->tq_enqueue(tq->tq_context);
+}
+
+void
+taskqueue_quiesce(taskqueue *tq) noexcept
+{
+	tq->lock();
+	tq->tq_quiescers++;
+	for (;;) {
+		bool busy = tq->tq_head != nullptr;
+		for (taskqueue_busy *tb = tq->tq_active; tb != nullptr && !busy;
+		     tb = tb->tb_next)
+			busy = tb->tb_running != nullptr;
+		if (!busy)
+			break;
+		tq_sleep(tq, &tq->tq_active, "tq_qdrain");
+	}
+	tq->tq_quiescers--;
 	tq->unlock();
 }
 

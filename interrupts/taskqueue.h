@@ -97,6 +97,17 @@ int taskqueue_enqueue(taskqueue *tq, task *t) noexcept;
 // if pending), else 0.  Context: as taskqueue_enqueue.
 int taskqueue_cancel(taskqueue *tq, task *t, unsigned *pendp) noexcept;
 
+// taskqueue_block(9): from now on no queued task starts (a running one
+// finishes; taskqueue_block does not wait for it) and enqueue only queues,
+// until taskqueue_unblock(), which has the queue run what waits.
+// Context: as taskqueue_enqueue.
+void taskqueue_block(taskqueue *tq) noexcept;
+void taskqueue_unblock(taskqueue *tq) noexcept;
+// Wait until no task is queued or running (tasks enqueued meanwhile run
+// too).  On a blocked queue with tasks queued it waits for the unblock.
+// Context: may sleep; not from one of the queue's own tasks.
+void taskqueue_quiesce(taskqueue *tq) noexcept;
+
 // Wait until t is neither pending nor running.  Context: may sleep.
 void taskqueue_drain(taskqueue *tq, task *t) noexcept;
 // Wait until every task queued or running at the call has finished (tasks

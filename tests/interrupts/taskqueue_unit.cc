@@ -197,6 +197,73 @@ TEST_CASE("timeout tasks: enqueue after a delay, cancel, drain",
 	});
 }
 
+TEST_CASE("taskqueue_block: enqueue only queues, a running task finishes; "
+    "unblock runs what waits", "[unit][taskqueue]")
+{
+	test::machine m(2);
+	m.run([] {
+		static taskqueue *tq;
+		tq = taskqueue_create("blocked", taskqueue_thread_enqueue, &tq);
+		REQUIRE(taskqueue_start_threads(&tq, 1, PWAIT, "blocked") == 0);
+		counter running, waiting;
+		running.release = false;
+		task tr, tw;
+		task_init(&tr, 0, count_fn, &running);
+		task_init(&tw, 0, count_fn, &waiting);
+		taskqueue_enqueue(tq, &tr);
+		REQUIRE(wait_for([&] { return running.entered.load(); }));
+		taskqueue_block(tq);
+		CHECK(taskqueue_enqueue(tq, &tw) == 0);
+		CHECK(taskqueue_enqueue(tq, &tw) == 0); // coalesces while blocked
+		running.release = true;
+		REQUIRE(wait_for([&] { return running.runs == 1; }));
+		// The runner finished its task but starts no other.
+		thread_sleep(20ms);
+		CHECK(waiting.runs == 0);
+		CHECK(tw.ta_pending == 2);
+		taskqueue_unblock(tq);
+		taskqueue_drain(tq, &tw);
+		CHECK(waiting.runs == 1);
+		CHECK(waiting.last_pending == 2);
+		taskqueue_free(tq);
+	});
+}
+
+TEST_CASE("taskqueue_quiesce waits for queued, running and newly enqueued tasks",
+    "[unit][taskqueue]")
+{
+	test::machine m(2);
+	m.run([] {
+		static taskqueue *tq;
+		tq = taskqueue_create("quiesce", taskqueue_thread_enqueue, &tq);
+		REQUIRE(taskqueue_start_threads(&tq, 2, PWAIT, "quiesce") == 0);
+		static counter second;
+		static task t2;
+		task_init(&t2, 0, count_fn, &second);
+		counter first;
+		first.release = false;
+		task t1;
+		// t1 enqueues t2 when it is done: quiesce must wait for both.
+		task_init(&t1, 0, [](void *ctx, int pending) {
+			count_fn(ctx, pending);
+			taskqueue_enqueue(tq, &t2);
+		}, &first);
+		taskqueue_enqueue(tq, &t1);
+		REQUIRE(wait_for([&] { return first.entered.load(); }));
+		thread *rel;
+		REQUIRE(thread_create(&rel, {}, [&] {
+			thread_sleep(10ms);
+			first.release = true;
+		}) == 0);
+		taskqueue_quiesce(tq);
+		CHECK(first.runs == 1);
+		CHECK(second.runs == 1);
+		REQUIRE(thread_join(rel) == 0);
+		taskqueue_quiesce(tq); // idle: returns at once
+		taskqueue_free(tq);
+	});
+}
+
 namespace {
 task g_fast_task;
 counter g_fast_counter;
