@@ -47,10 +47,11 @@ interrupts runtime/internal/intr_hook.h
 # through the same seam (thread_lock, mi_switch, sched_wakeup, priority
 # lending), as FreeBSD's turnstiles and sleep queues call into the
 # scheduler.  idle.h is how interrupts/' ring backend plugs into the idle
-# park and the machine's boot and shutdown (the controller is a device
-# driver of runtime/'s CPUs).  intr_hook.h carries interrupt delivery
-# (interrupt events) and the subsystems' boot, shutdown and tick hooks from
-# runtime/ and sched/ up to interrupts/, which they may not include.  Tests
+# park (the controller is a device driver of runtime/'s CPUs).  intr_hook.h
+# carries interrupt delivery (interrupt events) and the sysinit hooks (the
+# machine's and each CPU's boot and shutdown, which the controller uses, and
+# the subsystems' boot, shutdown and tick) from runtime/ and sched/ up to
+# interrupts/, which they may not include.  Tests
 # are white-box besides:
 # tests/<component>/ may include <component>/internal/ and what
 # <component>/ itself may include.

@@ -90,6 +90,7 @@
 #include "sync/rwlock.h"
 #include "sync/sleep.h"
 #include "sync/sleepqueue.h"
+#include "sync/witness.h"
 
 namespace usmp {
 
@@ -415,8 +416,12 @@ again:
 		if (run) {
 			uint32_t saved = td->td_flags & TDF_NOSLEEPING;
 			td->td_flags |= TDF_NOSLEEPING;
+			if constexpr (config::witness)
+				witness_nosleep_enter("callout");
 			uint64_t t0 = config::invariants ? clock_ns() : 0;
 			fn(fnarg);
+			if constexpr (config::witness)
+				witness_nosleep_exit();
 			if constexpr (config::invariants) {
 				uint64_t dt = clock_ns() - t0;
 				uint64_t lim = g_slow_ns.load(std::memory_order_relaxed);
@@ -621,8 +626,14 @@ sysinit g_callout_sysinit = [] {
 	return si;
 }();
 
+void clock_intr_entry(int cpu) noexcept;
+
 struct callout_registrar {
-	callout_registrar() noexcept { sysinit_register(&g_callout_sysinit); }
+	callout_registrar() noexcept
+	{
+		sysinit_register(&g_callout_sysinit);
+		ring_timer_set_handler(clock_intr_entry);
+	}
 } g_callout_registrar;
 
 void
@@ -867,8 +878,10 @@ callout_async_drain(callout *c, callout_func_t drain, const char *file,
 	return stop_safe(c, false, drain, "callout_async_drain", file, line);
 }
 
+namespace {
+// The ring's clock interrupt (interrupts/internal/eventtimer.h).
 void
-callout_clock_intr(int cpu) noexcept
+clock_intr_entry(int cpu) noexcept
 {
 	g_users.fetch_add(1, std::memory_order_seq_cst);
 	callout_cpu *ccs = g_cc.load(std::memory_order_seq_cst);
@@ -876,6 +889,7 @@ callout_clock_intr(int cpu) noexcept
 		clock_intr(&ccs[cpu]);
 	g_users.fetch_sub(1, std::memory_order_release);
 }
+} // namespace
 
 void
 callout_set_slow_threshold(std::chrono::nanoseconds t) noexcept

@@ -77,6 +77,7 @@
 #include <cstring>
 #include <new>
 
+#include "runtime/config.h"
 #include "runtime/critical.h"
 #include "runtime/internal/intr_hook.h"
 #include "runtime/machine.h"
@@ -86,6 +87,7 @@
 #include "sync/mutex.h"
 #include "sync/sleep.h"
 #include "sync/sleepqueue.h"
+#include "sync/witness.h"
 
 namespace usmp {
 
@@ -174,9 +176,15 @@ intr_event_handle(intr_event *ie) noexcept
 		}
 		uint32_t saved = td->td_flags & (TDF_NOSLEEPING | TDF_INFILTER);
 		td->td_flags |= TDF_NOSLEEPING | TDF_INFILTER;
+		// WITNESS: a sleep lock taken in here is reported as "acquiring
+		// sleep lock ... in an interrupt filter".
+		if constexpr (config::witness)
+			witness_filter_enter();
 		std::atomic_signal_fence(std::memory_order_seq_cst);
 		int ret = ih->ih_filter(ih->ih_arg);
 		std::atomic_signal_fence(std::memory_order_seq_cst);
+		if constexpr (config::witness)
+			witness_filter_exit();
 		td->td_flags = (td->td_flags & ~(TDF_NOSLEEPING | TDF_INFILTER)) | saved;
 		if (ret != FILTER_STRAY &&
 		    ((ret & (FILTER_HANDLED | FILTER_SCHEDULE_THREAD)) == 0 ||
@@ -261,11 +269,22 @@ intr_tick(uint64_t) noexcept
 	}
 }
 
+// Every CPU's OS thread has ended: interrupts still queued (fired after
+// their CPU's last delivery) are dropped, as a halted CPU drops its pending
+// interrupts.  Their ie_queued flags are cleared and ie_inflight given
+// back, so the events fire (and are delivered) on the next boot, and
+// intr_event_destroy() does not wait for a delivery that will never come.
 void
-intr_boot() noexcept
+intr_machine_shutdown() noexcept
 {
 	for (auto &ic : g_ic) {
-		ic.ic_head.store(nullptr, std::memory_order_relaxed);
+		intr_event *ie = ic.ic_head.exchange(nullptr, std::memory_order_acquire);
+		while (ie != nullptr) {
+			intr_event *next = ie->ie_qnext.load(std::memory_order_relaxed);
+			ie->ie_queued.store(0, std::memory_order_seq_cst);
+			ie->ie_inflight.fetch_sub(1, std::memory_order_release);
+			ie = next;
+		}
 		ic.ic_nest = 0;
 		ic.ic_seen = false;
 	}
@@ -273,7 +292,7 @@ intr_boot() noexcept
 
 sysinit g_intr_sysinit = [] {
 	sysinit h;
-	h.si_boot = intr_boot;
+	h.si_machine_shutdown = intr_machine_shutdown;
 	h.si_tick = intr_tick;
 	h.si_order = 0;
 	return h;
@@ -341,9 +360,16 @@ ithread_execute_handlers(intr_event *ie) noexcept
 			Giant.lock(__FILE__, __LINE__);
 		// Hardware ithread handlers may not sleep (THREAD_NO_SLEEPING).
 		uint32_t saved = td->td_flags & TDF_NOSLEEPING;
-		if (!soft)
+		if (!soft) {
 			td->td_flags |= TDF_NOSLEEPING;
+			// WITNESS names the context of a sleep in here.
+			if constexpr (config::witness)
+				witness_nosleep_enter("ithread");
+		}
 		ih->ih_handler(ih->ih_arg);
+		if constexpr (config::witness)
+			if (!soft)
+				witness_nosleep_exit();
 		td->td_flags = (td->td_flags & ~TDF_NOSLEEPING) | saved;
 		if (giant)
 			Giant.unlock(__FILE__, __LINE__);

@@ -69,7 +69,7 @@
 //     clock interrupt (callout_clock_intr) in primary interrupt context,
 //     which schedules the softclock or arms the timer again.  An idle CPU
 //     thereby sleeps in its ring until its next callout, not a tick.
-//  5. Shutdown.  After its idle loop returns, each CPU cancels everything on
+//  5. Shutdown.  After its idle loop returns, each CPU (si_cpu_stop) cancels everything on
 //     its ring (IORING_ASYNC_CANCEL_ANY) and drains until no request is in
 //     flight, so no kernel write lands in memory after the machine is gone
 //     (handlers still run: threads waiting for I/O are woken, and stay on
@@ -131,7 +131,7 @@ struct alignas(64) ring_cpu {
 	int rc_efd = -1;                        // (c) IPIs from non-CPUs
 	uint64_t rc_efd_buf = 0;                // (k) the eventfd read's buffer
 	bool rc_efd_armed = false;              // (k) a read is pending
-	bool rc_stopping = false;               // (k) mh_cpu_stop began
+	bool rc_stopping = false;               // (k) si_cpu_stop began
 	bool rc_timer_armed = false;            // (k) an RU_TIMER timeout is pending
 	uint64_t rc_timer_at = 0;               // (k) its deadline
 	__kernel_timespec rc_timer_ts{};        // (k) read by the kernel at submission
@@ -149,6 +149,7 @@ struct alignas(64) ring_cpu {
 };
 
 ring_cpu *g_rc = nullptr; // [g_nrc], (c)
+std::atomic<clock_intr_fn> g_clock_intr{nullptr}; // set once (callout.cc)
 int g_nrc = 0;
 bool g_msg_ring = false; // (c) IORING_OP_MSG_RING supported
 
@@ -272,8 +273,12 @@ ring_drain(ring_cpu *rc) noexcept
 			rc->rc_timer_armed = false;
 			bump(rc->rc_timer_fires);
 			n++;
-			if (!rc->rc_stopping)
-				callout_clock_intr(static_cast<int>(rc - g_rc));
+			if (!rc->rc_stopping) {
+				clock_intr_fn fn = g_clock_intr.load(
+				    std::memory_order_acquire);
+				if (fn != nullptr)
+					fn(static_cast<int>(rc - g_rc));
+			}
 			break;
 		case RU_MSG_FAILED: {
 			int cpu = static_cast<int>(ud >> 3);
@@ -459,16 +464,9 @@ ring_si_shutdown() noexcept
 	g_ring_ie_ready.store(false, std::memory_order_release);
 }
 
-sysinit g_ring_sysinit = [] {
-	sysinit si;
-	si.si_boot = ring_si_boot;
-	si.si_shutdown = ring_si_shutdown;
-	return si;
-}();
-const bool g_ring_sysinit_registered = [] {
-	sysinit_register(&g_ring_sysinit);
-	return true;
-}();
+// The controller's sysinit (hook_* below, and the events above), made
+// after them; registered by machine_boot() (intr_controller_sysinit()).
+sysinit g_ring_sysinit;
 
 // The hardclock's question, each tick (step 4): completions waiting on a
 // CPU that is not in its ring wait.  With the ring's interrupt event
@@ -637,19 +635,21 @@ hook_shutdown() noexcept
 	g_msg_ring = false;
 }
 
-constexpr machine_hooks ring_hooks = {
-	.mh_boot = hook_boot,
-	.mh_cpu_start = hook_cpu_start,
-	.mh_cpu_stop = hook_cpu_stop,
-	.mh_shutdown = hook_shutdown,
-};
-
 } // namespace
 
-const machine_hooks &
-intr_controller_hooks() noexcept
+sysinit *
+intr_controller_sysinit() noexcept
 {
-	return ring_hooks;
+	// After interrupt events (order 0), before callouts (10): the ring
+	// events exist when the callout wheels' timers may fire them.
+	g_ring_sysinit.si_machine_boot = hook_boot;
+	g_ring_sysinit.si_cpu_start = hook_cpu_start;
+	g_ring_sysinit.si_cpu_stop = hook_cpu_stop;
+	g_ring_sysinit.si_machine_shutdown = hook_shutdown;
+	g_ring_sysinit.si_boot = ring_si_boot;
+	g_ring_sysinit.si_shutdown = ring_si_shutdown;
+	g_ring_sysinit.si_order = 5;
+	return &g_ring_sysinit;
 }
 
 bool
@@ -662,6 +662,12 @@ ring_timer_arm(uint64_t deadline_ns) noexcept
 		panic("ring_timer_arm() by thread \"%s\" outside a spinlock section",
 		    curthread()->td_name);
 	return ring_timer_arm_on(rc, deadline_ns);
+}
+
+void
+ring_timer_set_handler(clock_intr_fn fn) noexcept
+{
+	g_clock_intr.store(fn, std::memory_order_release);
 }
 
 bool

@@ -50,6 +50,22 @@ std::atomic<int> g_cpus_in_idle_exit{0};
 // Written only by static initialisers, before any machine runs.
 sysinit *g_sysinits = nullptr;
 
+// Call fn on every sysinit, last registered order first (the stop side).
+// The list does not change while a machine runs.
+template <class F>
+void
+sysinits_reverse(F fn) noexcept
+{
+	sysinit *rev[64];
+	int n = 0;
+	for (sysinit *h = g_sysinits; h != nullptr; h = h->si_next) {
+		if (n == 64)
+			panic("machine: more than 64 sysinits");
+		rev[n++] = h;
+	}
+	while (n > 0)
+		fn(rev[--n]);
+}
 
 void
 cpu_main(pcpu *pc) noexcept
@@ -67,13 +83,18 @@ cpu_main(pcpu *pc) noexcept
 	sigemptyset(&set);
 	sigaddset(&set, SIGURG);
 	pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
-	intr_controller_hooks().mh_cpu_start(pc);
+	for (sysinit *h = g_sysinits; h != nullptr; h = h->si_next)
+		if (h->si_cpu_start != nullptr)
+			h->si_cpu_start(pc);
 	g_cpus_ready.fetch_add(1, std::memory_order_release);
 
 	sched_idle_loop(pc);
 	// Cancel and drain this CPU's interrupt sources (I/O in flight)
 	// while it is still a CPU: their handlers wake threads.
-	intr_controller_hooks().mh_cpu_stop(pc);
+	sysinits_reverse([pc](sysinit *h) {
+		if (h->si_cpu_stop != nullptr)
+			h->si_cpu_stop(pc);
+	});
 
 	// The exit barrier (see above).
 	g_cpus_in_idle_exit.fetch_add(1, std::memory_order_acq_rel);
@@ -198,7 +219,14 @@ machine_boot(const machine_config &cfg) noexcept
 	sched_boot(cfg, ncpus);
 	// The interrupt controller (interrupts/ring.cc): one io_uring per
 	// CPU, and the idle backend that waits in it.
-	intr_controller_hooks().mh_boot(ncpus);
+	static bool controller_registered = false; // (g_boot_mtx)
+	if (!controller_registered) {
+		sysinit_register(intr_controller_sysinit());
+		controller_registered = true;
+	}
+	for (sysinit *h = g_sysinits; h != nullptr; h = h->si_next)
+		if (h->si_machine_boot != nullptr)
+			h->si_machine_boot(ncpus);
 
 	g_cpus_ready.store(0);
 	g_cpus_in_idle_exit.store(0);
@@ -232,13 +260,10 @@ machine_shutdown() noexcept
 	dump_signal_stop();
 	// The hooks end their green threads (softclocks, taskqueue threads)
 	// while the machine still runs, in the reverse order of boot.
-	sysinit *rev[32];
-	int nrev = 0;
-	for (sysinit *h = g_sysinits; h != nullptr && nrev < 32; h = h->si_next)
-		rev[nrev++] = h;
-	while (nrev > 0)
-		if (rev[--nrev]->si_shutdown != nullptr)
-			rev[nrev]->si_shutdown();
+	sysinits_reverse([](sysinit *h) {
+		if (h->si_shutdown != nullptr)
+			h->si_shutdown();
+	});
 	g_machine_stopping.store(true, std::memory_order_seq_cst);
 	hardclock_stop();
 	for (int c = 0; c < g_machine.ms_ncpus; c++) {
@@ -251,9 +276,12 @@ machine_shutdown() noexcept
 	for (auto &t : g_cpu_threads)
 		t.join();
 	g_cpu_threads.clear();
-	// Every CPU drained its ring in mh_cpu_stop; now nothing can wake
+	// Every CPU drained its ring in si_cpu_stop; now nothing can wake
 	// one (the hardclock is gone), so the rings can close.
-	intr_controller_hooks().mh_shutdown();
+	sysinits_reverse([](sysinit *h) {
+		if (h->si_machine_shutdown != nullptr)
+			h->si_machine_shutdown();
+	});
 
 	int live = 0;
 	for (int i = 0; i <= g_machine.ms_ncpus; i++) {

@@ -27,9 +27,13 @@ bool ring_timer_arm(uint64_t deadline_ns) noexcept;
 // Context: any.
 bool ring_timer_enabled() noexcept;
 
-// The clock interrupt: CPU `cpu`'s event timer expired (or was found
-// expired).  Called by the ring in primary interrupt context on that CPU.
-// Defined in interrupts/callout.cc.
-void callout_clock_intr(int cpu) noexcept;
+// The clock interrupt: CPU `cpu`'s event timer expired.  The ring calls
+// the handler set here in primary interrupt context on that CPU.  Set once,
+// by interrupts/callout.cc's static initialiser (callout_clock_intr): a
+// function pointer rather than a call, so that a program that uses no
+// callout does not link the callout wheels (and their softclock threads)
+// in just because it links the ring.
+using clock_intr_fn = void (*)(int cpu) noexcept;
+void ring_timer_set_handler(clock_intr_fn fn) noexcept;
 
 } // namespace usmp

@@ -1,12 +1,10 @@
 // Private to runtime/ and interrupts/: the idle backend (how an idle CPU waits
-// and how an IPI wakes it) and the interrupt controller's machine hooks.
+// and how an IPI wakes it).
 //
 // runtime/ owns the park protocol (below); interrupts/ supplies the device
-// that implements it (interrupts/ring.cc: one io_uring per CPU).  runtime/
-// never includes interrupts/: the controller is reached through the hooks
-// declared here and defined there (a link-time reference, which also makes a
-// static libusmp pull the ring backend in).  Until a controller installs a
-// backend, or when it declines at boot (io_uring not permitted, or
+// that implements it (interrupts/ring.cc: one io_uring per CPU), installed
+// from the controller's sysinit (runtime/internal/intr_hook.h,
+// intr_controller_sysinit()).  Until a controller installs a backend, or when it declines at boot (io_uring not permitted, or
 // USMP_IDLE_BACKEND=futex in the environment), the futex backend of
 // runtime/intr.cc is used.
 //
@@ -64,29 +62,7 @@ struct idle_backend {
 // The backend in use (the futex one by default).
 const idle_backend *idle_backend_current() noexcept;
 // Install `ib` (null: the futex backend).  Only from the interrupt
-// controller's mh_boot hook, before any CPU runs.
+// controller's si_machine_boot hook, before any CPU runs.
 void idle_backend_install(const idle_backend *ib) noexcept;
-
-// The interrupt controller's hooks, called by machine_boot() and
-// machine_shutdown() in this order:
-//   mh_boot(ncpus)     on the booting OS thread, after the pcpus exist and
-//                      before any CPU's OS thread starts; installs its
-//                      backend, or leaves the futex one if it cannot work
-//                      (it then says why once, on stderr).
-//   mh_cpu_start(pc)   on CPU pc's OS thread, before its idle loop.
-//   mh_cpu_stop(pc)    on CPU pc's OS thread, after its idle loop returned
-//                      (machine stopping; other CPUs may still run their
-//                      own mh_cpu_stop): cancel and drain what is in flight.
-//   mh_shutdown()      on the OS thread of machine_shutdown(), once every
-//                      CPU's OS thread has ended: free everything.
-struct machine_hooks {
-	void (*mh_boot)(int ncpus) noexcept;
-	void (*mh_cpu_start)(pcpu *pc) noexcept;
-	void (*mh_cpu_stop)(pcpu *pc) noexcept;
-	void (*mh_shutdown)() noexcept;
-};
-
-// Defined in interrupts/ (interrupts/ring.cc).
-const machine_hooks &intr_controller_hooks() noexcept;
 
 } // namespace usmp

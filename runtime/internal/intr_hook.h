@@ -34,12 +34,33 @@ namespace usmp {
 // (OWEPREEMPT_PRI = 1 and OWEPREEMPT_SLICE = 2 are in the seam.)
 inline constexpr int OWEPREEMPT_INTR = 4;
 
-// Subsystem life-cycle hooks (the kernel's SYSINIT/SYSUNINIT, plus a tick):
-// called in si_order order at boot and in the reverse order at shutdown.
-// Registered once (static initialisers), never removed.  Distinct from the
-// interrupt controller's machine_hooks (runtime/internal/idle.h), which run
-// around the CPUs' own start and stop.
+// Subsystem life-cycle hooks (the kernel's SYSINIT/SYSUNINIT, plus a tick),
+// the one hook mechanism of the machine: the interrupt controller
+// (interrupts/ring.cc) uses the machine and CPU hooks, the subsystems
+// (interrupt events, callouts, taskqueues) the boot, shutdown and tick ones.
+// The boot-side hooks (si_machine_boot, si_cpu_start, si_boot) are called
+// in si_order order, the stop side (si_shutdown, si_cpu_stop,
+// si_machine_shutdown) in the reverse order.  Registered once (static
+// initialisers, or machine_boot() for the controller), never removed.
+//
+// machine_boot(): si_machine_boot(ncpus); each CPU's OS thread starts and
+// calls si_cpu_start(pc); the hardclock starts; si_boot().
+// machine_shutdown(): si_shutdown(); the machine stops; each CPU's OS thread,
+// its idle loop returned, calls si_cpu_stop(pc) and ends;
+// si_machine_shutdown().
 struct sysinit {
+	// On the booting OS thread, after the pcpus exist and before any
+	// CPU's OS thread starts (the controller installs its idle backend,
+	// or leaves the futex one and says why once, on stderr).
+	void (*si_machine_boot)(int ncpus) noexcept = nullptr;
+	// On CPU pc's OS thread, before its idle loop / after its idle loop
+	// returned (machine stopping; other CPUs may still run theirs): cancel
+	// and drain what is in flight while it is still a CPU.
+	void (*si_cpu_start)(pcpu *pc) noexcept = nullptr;
+	void (*si_cpu_stop)(pcpu *pc) noexcept = nullptr;
+	// On the OS thread of machine_shutdown(), once every CPU's OS thread
+	// has ended (nothing runs green code any more): free what they used.
+	void (*si_machine_shutdown)() noexcept = nullptr;
 	// After the CPUs and the hardclock run, on the booting OS thread (a
 	// foreign thread: it may create and join green threads).
 	void (*si_boot)() noexcept = nullptr;
@@ -52,8 +73,13 @@ struct sysinit {
 	int si_order = 0;
 	sysinit *si_next = nullptr;
 };
-// Context: static initialisation (no machine running).
+// Context: static initialisation, or machine_boot() (no machine running).
 void sysinit_register(sysinit *h) noexcept;
+// The interrupt controller's sysinit, defined in interrupts/ring.cc and
+// registered by machine_boot() itself: that reference is what makes a
+// static libusmp link the ring backend in, even into a program that calls
+// nothing of interrupts/.
+sysinit *intr_controller_sysinit() noexcept;
 
 // Deliver the interrupts queued for pc's CPU.  Set once by interrupts/.
 // Called on that CPU only, in no spinlock section, by any thread running

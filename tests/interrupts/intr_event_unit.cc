@@ -12,7 +12,9 @@
 #include <thread>
 
 #include "interrupts/intr_event.h"
+#include "runtime/config.h"
 #include "runtime/critical.h"
+#include "runtime/internal/intr_hook.h"
 #include "runtime/machine.h"
 #include "runtime/pcpu.h"
 #include "runtime/thread.h"
@@ -21,6 +23,7 @@
 #include "support/machine.h"
 #include "sync/mutex.h"
 #include "sync/sleep.h"
+#include "sync/witness.h"
 
 using namespace std::chrono_literals;
 using namespace usmp;
@@ -398,6 +401,67 @@ TEST_CASE("intr_event_add_handler rejects bad arguments", "[unit][intr]")
 	});
 }
 
+namespace {
+std::atomic<intr_event *> g_stop_fire{nullptr};
+std::atomic<int> g_stop_filter_runs{0};
+
+// CPU 0, its idle loop returned: fire the event bound to CPU 1, which may
+// already have left its own loop (then nobody delivers it).
+void
+fire_at_cpu_stop(pcpu *pc) noexcept
+{
+	intr_event *ie = g_stop_fire.load();
+	if (ie != nullptr && pc->pc_cpuid == 0)
+		intr_event_fire(ie);
+}
+
+sysinit g_stop_sysinit = [] {
+	sysinit si;
+	si.si_cpu_stop = fire_at_cpu_stop;
+	si.si_order = 100;
+	return si;
+}();
+} // namespace
+
+TEST_CASE("an interrupt still queued at shutdown is dropped: the event fires "
+    "and is destroyed normally on the next boot", "[unit][intr]")
+{
+	static bool registered = false;
+	if (!registered) {
+		sysinit_register(&g_stop_sysinit);
+		registered = true;
+	}
+	intr_event *ie = nullptr;
+	intr_handler *ih = nullptr;
+	for (int boot = 0; boot < 5; boot++) {
+		test::machine m(2);
+		m.run([&] {
+			if (ie == nullptr) {
+				REQUIRE(intr_event_create(&ie, "fired at stop") == 0);
+				REQUIRE(intr_event_add_handler(ie, "fired at stop",
+				    [](void *) noexcept -> int {
+					    g_stop_filter_runs++;
+					    return FILTER_HANDLED;
+				    }, nullptr, nullptr, PI_NET,
+				    INTR_MPSAFE | INTR_TYPE_NET, &ih) == 0);
+			}
+			REQUIRE(intr_event_bind(ie, 1) == 0);
+			// Whatever the last shutdown left queued, a fire now is
+			// delivered.
+			int before = g_stop_filter_runs.load();
+			intr_event_fire(ie);
+			CHECK(wait_for([&] { return g_stop_filter_runs.load() > before; }));
+		});
+		g_stop_fire = ie;
+	}
+	g_stop_fire = nullptr;
+	test::machine m(2);
+	m.run([&] {
+		REQUIRE(intr_event_remove_handler(ih) == 0);
+		REQUIRE(intr_event_destroy(ie) == 0); // nothing left in flight
+	});
+}
+
 // ---- Misuse.
 
 namespace {
@@ -459,4 +523,19 @@ TEST_CASE("a sleep mutex in a filter panics", "[death][intr]")
 	});
 	USMP_REQUIRE_DEATH(r, "mtx_lock() of sleep mutex \"driver softc\"");
 	CHECK(r.aborted());
+}
+
+TEST_CASE("WITNESS reports a sleep lock taken in a filter, naming the lock",
+    "[death][intr]")
+{
+	if constexpr (!config::witness)
+		return;
+	auto r = test::run_death("witness filter", [] {
+		witness_set_mode(witness_mode::warn);
+		mutex mtx("filter-taken mutex");
+		g_sleep_mtx = &mtx;
+		fire_one(locking_filter);
+	});
+	USMP_REQUIRE_DEATH(r, "acquiring sleep lock (sleep mutex) filter-taken "
+			      "mutex in an interrupt filter @ ");
 }
