@@ -83,6 +83,7 @@
 #include "interrupts/swi.h"
 #include "runtime/config.h"
 #include "runtime/internal/intr_hook.h"
+#include "runtime/ktr.h"
 #include "runtime/machine.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
@@ -419,7 +420,9 @@ again:
 			if constexpr (config::witness)
 				witness_nosleep_enter("callout");
 			uint64_t t0 = config::invariants ? clock_ns() : 0;
+			ktr_callout_begin(c, "callout");
 			fn(fnarg);
+			ktr_callout_end(c, "callout");
 			if constexpr (config::witness)
 				witness_nosleep_exit();
 			if constexpr (config::invariants) {

@@ -80,6 +80,7 @@
 #include "runtime/config.h"
 #include "runtime/critical.h"
 #include "runtime/internal/intr_hook.h"
+#include "runtime/ktr.h"
 #include "runtime/machine.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
@@ -165,6 +166,7 @@ intr_event_handle(intr_event *ie) noexcept
 	}
 	thread *td = curthread();
 	bool handled = false, sched = false;
+	ktr_intr_begin(ie, ie->ie_name);
 	ie->ie_spin.lock();
 	for (intr_handler *ih = ie->ie_handlers.load(std::memory_order_acquire);
 	     ih != nullptr; ih = ih->ih_next.load(std::memory_order_acquire)) {
@@ -212,6 +214,7 @@ intr_event_handle(intr_event *ie) noexcept
 		schedule_ithread(ie);
 		ie->ie_scheduled.fetch_add(1, std::memory_order_relaxed);
 	}
+	ktr_intr_end(ie, ie->ie_name);
 	if (!handled && !sched) {
 		uint64_t n = ie->ie_stray.fetch_add(1, std::memory_order_relaxed) + 1;
 		g_stray.fetch_add(1, std::memory_order_relaxed);
@@ -366,7 +369,9 @@ ithread_execute_handlers(intr_event *ie) noexcept
 			if constexpr (config::witness)
 				witness_nosleep_enter("ithread");
 		}
+		ktr_intr_begin(ih, ih->ih_name);
 		ih->ih_handler(ih->ih_arg);
+		ktr_intr_end(ih, ih->ih_name);
 		if constexpr (config::witness)
 			if (!soft)
 				witness_nosleep_exit();
@@ -635,6 +640,10 @@ int
 intr_event_fire(intr_event *ie) noexcept
 {
 	ie->ie_fires.fetch_add(1, std::memory_order_relaxed);
+	// An instant on the firer's track: the line raised.
+	ktr_event_record(KTR_USER, reinterpret_cast<uintptr_t>(ie),
+	    static_cast<uint64_t>(ie->ie_cpu.load(std::memory_order_relaxed)),
+	    ie->ie_name);
 	int ncpus = mp_ncpus();
 	if (ncpus == 0)
 		return ENXIO;
