@@ -170,7 +170,8 @@ intr_event_handle(intr_event *ie) noexcept
 	ie->ie_spin.lock();
 	for (intr_handler *ih = ie->ie_handlers.load(std::memory_order_acquire);
 	     ih != nullptr; ih = ih->ih_next.load(std::memory_order_acquire)) {
-		if (ih->ih_dead.load(std::memory_order_relaxed))
+		if (ih->ih_dead.load(std::memory_order_relaxed) ||
+		    ih->ih_suspended.load(std::memory_order_relaxed))
 			continue;
 		if (ih->ih_filter == nullptr) {
 			sched = true;
@@ -340,6 +341,19 @@ unlink_dead(intr_event *ie) noexcept
 	}
 }
 
+// The ithread left a handler: wake suspenders waiting for that.
+void
+it_curr_clear(intr_event *ie) noexcept
+{
+	ie->ie_it_curr.store(nullptr, std::memory_order_seq_cst);
+	if (ie->ie_it_waiters.load(std::memory_order_seq_cst) != 0) {
+		const void *chan = &ie->ie_it_curr;
+		sleepq_lock(chan);
+		sleepq_broadcast(chan, SLEEPQ_SLEEP, 0, 0);
+		sleepq_release(chan);
+	}
+}
+
 void
 ithread_execute_handlers(intr_event *ie) noexcept
 {
@@ -352,11 +366,23 @@ ithread_execute_handlers(intr_event *ie) noexcept
 		if (ih->ih_dead.load(std::memory_order_relaxed) ||
 		    ih->ih_handler == nullptr)
 			continue;
+		// Suspension barrier: publish the handler before re-reading
+		// ih_suspended (both seq_cst; pairs with the suspender's store
+		// of ih_suspended before its read of ie_it_curr): either we see
+		// it suspended, or the suspender sees us in it and waits.
+		ie->ie_it_curr.store(ih, std::memory_order_seq_cst);
+		if (ih->ih_suspended.load(std::memory_order_seq_cst)) {
+			// A swi's ih_need stays set: the resume runs it.
+			it_curr_clear(ie);
+			continue;
+		}
 		if (soft) {
 			int one = 1;
 			if (!ih->ih_need.compare_exchange_strong(one, 0,
-			    std::memory_order_acquire, std::memory_order_relaxed))
+			    std::memory_order_acquire, std::memory_order_relaxed)) {
+				it_curr_clear(ie);
 				continue;
+			}
 		}
 		bool giant = !(ih->ih_flags & INTR_MPSAFE);
 		if (giant)
@@ -378,6 +404,7 @@ ithread_execute_handlers(intr_event *ie) noexcept
 		td->td_flags = (td->td_flags & ~TDF_NOSLEEPING) | saved;
 		if (giant)
 			Giant.unlock(__FILE__, __LINE__);
+		it_curr_clear(ie);
 	}
 	// Storm detection (hardware events only).
 	int thr = g_storm_threshold.load(std::memory_order_relaxed);
@@ -614,6 +641,52 @@ intr_event_remove_handler(intr_handler *ih) noexcept
 	ithread_update(ie);
 	ie->ie_lock.unlock();
 	delete ih;
+	return 0;
+}
+
+int
+intr_event_suspend_handler(intr_handler *ih, const char *file, int line) noexcept
+{
+	if (ih == nullptr)
+		return EINVAL;
+	intr_event *ie = ih->ih_event;
+	if (ie->ie_ithread != nullptr && curthread() == ie->ie_ithread)
+		panic("intr_event_suspend_handler() of handler \"%s\" from the "
+		    "ithread of event \"%s\" @ %s:%d", ih->ih_name, ie->ie_name,
+		    file, line);
+	ih->ih_suspended.store(1, std::memory_order_seq_cst);
+	// Filters: a pass in progress holds ie_spin; later ones skip it.
+	ie->ie_spin.lock();
+	ie->ie_spin.unlock();
+	// The ithread: wait until it is not in this handler (see
+	// ithread_execute_handlers; the chain lock orders our check-then-sleep
+	// with its clear-then-broadcast).
+	if (ie->ie_ithread != nullptr) {
+		const void *chan = &ie->ie_it_curr;
+		ie->ie_it_waiters.fetch_add(1, std::memory_order_seq_cst);
+		sleepq_lock(chan);
+		while (ie->ie_it_curr.load(std::memory_order_seq_cst) == ih) {
+			sleepq_add(chan, nullptr, "iev_susp", SLEEPQ_SLEEP, 0, file,
+			    line);
+			sleepq_wait(chan, 0);
+			sleepq_lock(chan);
+		}
+		sleepq_release(chan);
+		ie->ie_it_waiters.fetch_sub(1, std::memory_order_seq_cst);
+	}
+	return 0;
+}
+
+int
+intr_event_resume_handler(intr_handler *ih) noexcept
+{
+	if (ih == nullptr)
+		return EINVAL;
+	ih->ih_suspended.store(0, std::memory_order_seq_cst);
+	// A software interrupt scheduled while suspended runs now.
+	if (ih->ih_need.load(std::memory_order_seq_cst) != 0 &&
+	    ih->ih_event->ie_ithread != nullptr)
+		schedule_ithread(ih->ih_event);
 	return 0;
 }
 

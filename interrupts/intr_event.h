@@ -112,6 +112,17 @@ int intr_event_add_handler(intr_event *ie, const char *name,
 // Context: may sleep; not from the event's own handlers.
 int intr_event_remove_handler(intr_handler *cookie) noexcept;
 
+// Suspend a handler (intr_event_suspend_handler in kern_intr.c, for a
+// device that is being suspended): from now on neither its filter nor its
+// ithread part runs (a fire only its other handlers claim is stray), and on
+// return neither is running.  A swi scheduled meanwhile (swi_sched) stays
+// pending.  Resume makes it run again, and runs such a pending swi.
+// Returns 0 or EINVAL (null cookie).  Context: suspend may sleep, not from
+// the event's own ithread (panics); resume: any but filters.
+int intr_event_suspend_handler(intr_handler *cookie,
+    const char *file = __builtin_FILE(), int line = __builtin_LINE()) noexcept;
+int intr_event_resume_handler(intr_handler *cookie) noexcept;
+
 // Bind the event to `cpu` (NOCPU: unbind): its filters are delivered there
 // and its ithread is bound there (sched_bind) before it next runs handlers.
 // Returns 0 or EINVAL (no such CPU).  Context: may sleep.

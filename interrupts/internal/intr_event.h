@@ -23,6 +23,7 @@ struct intr_handler {
 	std::atomic<int> ih_need{0};          // (a) swi: run me (swi_sched)
 	std::atomic<int> ih_dead{0};          // (a) being removed
 	std::atomic<int> ih_unlinked{0};      // (a) the ithread unlinked it
+	std::atomic<int> ih_suspended{0};     // (a) intr_event_suspend_handler
 	intr_event *ih_event = nullptr;       // (c)
 	char ih_name[32] = {};                // (c)
 };
@@ -41,6 +42,10 @@ struct intr_event {
 	std::atomic<int> ie_it_dying{0};             // (a) destroy: exit
 	std::atomic<int> ie_cpu{NOCPU};              // (a) bound CPU
 	std::atomic<unsigned> ie_bind_gen{0};        // (a) bumped by bind
+	// The handler the ithread runs now, and how many suspenders wait for
+	// it to change (intr_event_suspend_handler's barrier).
+	std::atomic<intr_handler *> ie_it_curr{nullptr}; // (a) written by (i)
+	std::atomic<int> ie_it_waiters{0};           // (a)
 	// Delivery (protocol steps 1 and 3).
 	std::atomic<intr_event *> ie_qnext{nullptr};
 	std::atomic<int> ie_queued{0};

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "interrupts/intr_event.h"
+#include "interrupts/swi.h"
 #include "runtime/config.h"
 #include "runtime/critical.h"
 #include "runtime/internal/intr_hook.h"
@@ -459,6 +460,82 @@ TEST_CASE("an interrupt still queued at shutdown is dropped: the event fires "
 	m.run([&] {
 		REQUIRE(intr_event_remove_handler(ih) == 0);
 		REQUIRE(intr_event_destroy(ie) == 0); // nothing left in flight
+	});
+}
+
+TEST_CASE("intr_event_suspend_handler: a suspended filter does not run (the "
+    "fire is stray); resume runs it again", "[unit][intr]")
+{
+	test::machine m(2);
+	m.run([] {
+		static std::atomic<int> runs{0};
+		runs = 0;
+		intr_event *ie;
+		intr_handler *ih;
+		REQUIRE(intr_event_create(&ie, "suspended filter") == 0);
+		REQUIRE(intr_event_add_handler(ie, "susp", [](void *) -> int {
+			runs++;
+			return FILTER_HANDLED;
+		}, nullptr, nullptr, PI_NET, INTR_MPSAFE | INTR_TYPE_NET, &ih) == 0);
+		REQUIRE(intr_event_suspend_handler(ih) == 0);
+		intr_event_fire(ie);
+		intr_event_stats st;
+		REQUIRE(wait_for([&] {
+			intr_event_get_stats(ie, &st);
+			return st.ies_delivered == 1;
+		}));
+		CHECK(runs == 0);
+		CHECK(st.ies_stray == 1);
+		REQUIRE(intr_event_resume_handler(ih) == 0);
+		intr_event_fire(ie);
+		REQUIRE(wait_for([] { return runs == 1; }));
+		REQUIRE(intr_event_remove_handler(ih) == 0);
+		REQUIRE(intr_event_destroy(ie) == 0);
+	});
+}
+
+TEST_CASE("intr_event_suspend_handler waits for the ithread handler to return; "
+    "a swi scheduled while suspended runs at resume", "[unit][intr]")
+{
+	test::machine m(2);
+	m.run([] {
+		static std::atomic<int> runs{0};
+		static std::atomic<bool> inside{false}, release{false};
+		runs = 0;
+		inside = release = false;
+		intr_event *ie = nullptr;
+		void *cookie;
+		REQUIRE(swi_add(&ie, "suspended swi", [](void *) {
+			inside = true;
+			while (!release.load())
+				__builtin_ia32_pause();
+			inside = false;
+			runs++;
+		}, nullptr, SWI_TQ, INTR_MPSAFE, &cookie) == 0);
+		auto *ih = static_cast<intr_handler *>(cookie);
+		swi_sched(cookie, 0);
+		REQUIRE(wait_for([] { return inside.load(); }));
+		std::atomic<bool> suspended{false};
+		thread *td;
+		REQUIRE(thread_create(&td, {}, [&] {
+			REQUIRE(intr_event_suspend_handler(ih) == 0);
+			CHECK_FALSE(inside.load()); // it returned first
+			suspended = true;
+		}) == 0);
+		thread_sleep(20ms);
+		CHECK_FALSE(suspended.load()); // still waiting for the handler
+		release = true;
+		REQUIRE(thread_join(td) == 0);
+		CHECK(suspended.load());
+		CHECK(runs == 1);
+		// Scheduled while suspended: does not run until the resume.
+		swi_sched(cookie, 0);
+		thread_sleep(20ms);
+		CHECK(runs == 1);
+		REQUIRE(intr_event_resume_handler(ih) == 0);
+		REQUIRE(wait_for([] { return runs == 2; }));
+		swi_remove(cookie);
+		intr_event_destroy(ie);
 	});
 }
 
