@@ -1,6 +1,7 @@
 // The counter tree (runtime/counters.h): counter_u64 sums, the scheduler's
-// kern.sched.* nodes, per-CPU expansion, lookup by name, text and JSON dumps,
-// values kept after shutdown.
+// kern.sched.* nodes (switches, wakeups, preemptions) and the turnstile
+// count moving with what the test makes happen, per-CPU expansion, lookup by
+// name, text and JSON dumps (the JSON parsed), values kept after shutdown.
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -15,10 +16,13 @@
 #include "runtime/counters.h"
 #include "runtime/machine.h"
 #include "runtime/thread.h"
+#include "sched/priority.h"
 #include "sched/sched.h"
 #include "support/death.h"
+#include "support/json.h"
 #include "support/machine.h"
 #include "support/observe.h"
+#include "sync/mutex.h"
 
 using namespace usmp;
 
@@ -105,6 +109,63 @@ TEST_CASE("kern.sched counters move with switches, and per-CPU nodes exist", "[u
 		CHECK_FALSE(counter_read("kern.sched.cpu.2.load", &v2));
 		CHECK_FALSE(counter_read("kern.sched.cpu.*.load", &v2));
 		CHECK_FALSE(counter_read("kern.sched.nonesuch", &v2));
+	});
+}
+
+TEST_CASE("lock contention and preemption counters move; the JSON dump parses", "[unit]")
+{
+	test::machine m(2);
+	m.run([&] {
+		// A thread that blocks on a held mutex waits on a turnstile.
+		uint64_t ts0 = read("kern.lock.turnstile_waits");
+		mutex mtx("counters contended");
+		mtx.lock();
+		green_thread w([&] {
+			mtx.lock();
+			mtx.unlock();
+		});
+		test::wait_blocked_on_lock(w.native_handle());
+		CHECK(read("kern.lock.turnstile_waits") >= ts0 + 1);
+		mtx.unlock();
+		w.join();
+
+		// A realtime thread made runnable on a CPU that runs a
+		// timeshare thread preempts it at once (an involuntary switch).
+		uint64_t pre0 = read("kern.sched.preemptions");
+		uint64_t pre1_0 = read("kern.sched.cpu.1.preemptions");
+		green_thread ts(thread_attr{.name = "timeshare", .cpu = 1}, [] {
+			green_thread rt(thread_attr{.name = "realtime",
+					    .priority = PRI_MIN_REALTIME, .cpu = 1},
+			    [] {});
+			rt.join();
+		});
+		ts.join();
+		CHECK(read("kern.sched.preemptions") >= pre0 + 1);
+		CHECK(read("kern.sched.cpu.1.preemptions") >= pre1_0 + 1);
+
+		// The whole tree as JSON: one object, a number per node, and
+		// the same nodes as the text dump.
+		std::string j = dump("", counter_format::json);
+		test::json doc;
+		std::string err;
+		INFO(j);
+		REQUIRE(test::json_parse(j, doc, &err));
+		INFO(err);
+		REQUIRE(doc.is_object());
+		std::vector<counter_value> snap = counters_snapshot();
+		CHECK(doc.members.size() == snap.size());
+		for (const auto &[name, v] : doc.members) {
+			INFO(name);
+			CHECK(v.is_number());
+		}
+		for (const char *n : {"kern.sched.switches", "kern.sched.steals",
+			 "kern.sched.preemptions", "kern.sched.cpu.0.load",
+			 "kern.sched.cpu.1.switches", "kern.lock.turnstile_waits",
+			 "kern.sched.wakeups", "hw.ncpu"}) {
+			INFO(n);
+			CHECK(doc.has(n));
+		}
+		CHECK(doc["hw.ncpu"].num == 2);
 	});
 }
 
