@@ -59,10 +59,19 @@ namespace usmp {
 namespace {
 
 // The stand-in struct thread of a foreign OS thread, made on first use and
-// freed when the OS thread ends.
+// freed when the OS thread ends.  The holder is emptied as it is freed: code
+// that runs after the thread_local destructors (the main thread's exit
+// handlers: a static lock's destructor reaches curthread through WITNESS)
+// then makes a new one instead of using the freed one (ASan: heap use after
+// free).
 struct foreign_holder {
 	thread *td = nullptr;
-	~foreign_holder() { delete td; }
+	~foreign_holder()
+	{
+		thread *t = td;
+		td = nullptr;
+		delete t;
+	}
 };
 thread_local foreign_holder tl_foreign;
 
