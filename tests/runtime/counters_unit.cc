@@ -195,9 +195,10 @@ TEST_CASE("counters_dump() writes text and JSON, filtered by prefix", "[unit]")
 	counter_u64 b("test.dump.b");
 	a.add(3);
 	b.add(40);
+	static int seven = 7;
 	CHECK(counter_register_proc("test.dump.c", "a procedure",
 	    [](void *arg) -> uint64_t { return *static_cast<int *>(arg); },
-	    new int(7)) == 0);
+	    &seven) == 0);
 	CHECK(counter_register_proc("test.dump.c", "", [](void *) -> uint64_t { return 0; }) ==
 	    EEXIST);
 	CHECK(counter_register_proc("test..bad", "", [](void *) -> uint64_t { return 0; }) ==
