@@ -1328,6 +1328,7 @@ constexpr int DL_SEEN = 64;   // threads visited per walk
 struct dl_walk {
 	thread *me;
 	thread *cycle[DL_MAXC]; // the path: cycle[k] waits for cycle[k+1]
+	const lock_object *waits[DL_MAXC]; // what cycle[k] was seen waiting for
 	int nc = 0;
 	thread *seen[DL_SEEN];  // explored without reaching me
 	int nseen = 0;
@@ -1389,6 +1390,7 @@ dl_search(dl_walk &w, thread *t) noexcept
 	    twt->wt_blocked_on.load(std::memory_order_seq_cst);
 	if (next == nullptr)
 		return false;
+	w.waits[w.nc] = next;
 	w.cycle[w.nc++] = t;
 	thread *h[DL_FANOUT];
 	int nh = lock_holders(next, nullptr, h);
@@ -2373,6 +2375,42 @@ witness_warn(unsigned flags, const lock_object *lock, const char *fmt,
 	return bad;
 }
 
+// The walk read each thread's state at a different moment, so the cycle it
+// found may be a composite of states that never coexisted (a holder that
+// has since let go, a waiter already woken: seen under heavy
+// oversubscription as a false report).  Before reporting, every edge is
+// read again, now: each other thread is still blocked, still on the lock
+// it was seen waiting for, and the next thread of the cycle still holds
+// that lock.  A real deadlock passes trivially (nothing in it can move);
+// a transient composite must have every edge hold again at this later
+// moment, which the races that build one make very unlikely.
+bool
+dl_confirm(const dl_walk &w, thread *owner) noexcept
+{
+	for (int k = 0; k < w.nc; k++) {
+		thread *t = w.cycle[k];
+		if (k > 0) {
+			if (!(t->td_inhibitors & (TDI_LOCK | TDI_SLEEPING)) &&
+			    !(t->td_flags & TDF_FOREIGN))
+				return false;
+			witness_td *twt = wt_of(t);
+			if (twt == nullptr ||
+			    twt->wt_blocked_on.load(std::memory_order_seq_cst) !=
+				w.waits[k])
+				return false;
+		}
+		thread *next = w.cycle[(k + 1) % w.nc];
+		thread *h[DL_FANOUT];
+		int nh = lock_holders(w.waits[k], k == 0 ? owner : nullptr, h);
+		bool held = false;
+		for (int i = 0; i < nh && !held; i++)
+			held = h[i] == next;
+		if (!held)
+			return false;
+	}
+	return true;
+}
+
 void
 witness_block(const lock_object *lo, thread *owner, const char *file,
     int line) noexcept
@@ -2390,18 +2428,15 @@ witness_block(const lock_object *lo, thread *owner, const char *file,
 	wt->wt_blocked_on.store(lo, std::memory_order_seq_cst);
 	dl_walk w;
 	w.me = me;
+	w.waits[w.nc] = lo;
 	w.cycle[w.nc++] = me;
 	thread *h[DL_FANOUT];
 	int nh = lock_holders(lo, owner, h);
 	for (int i = 0; i < nh; i++) {
 		if (h[i] == me || !dl_search(w, h[i]))
 			continue;
-		// Every other thread of the cycle must still be blocked.
-		for (int k = 1; k < w.nc; k++)
-			if (!(w.cycle[k]->td_inhibitors & (TDI_LOCK | TDI_SLEEPING)) &&
-			    !(w.cycle[k]->td_flags & TDF_FOREIGN))
-				return;
-		report_deadlock(me, lo, file, line, w.cycle, w.nc);
+		if (dl_confirm(w, owner))
+			report_deadlock(me, lo, file, line, w.cycle, w.nc);
 		return;
 	}
 }
