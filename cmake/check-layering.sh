@@ -38,6 +38,9 @@ sync  runtime/internal/timeout.h
 interrupts runtime/internal/idle.h
 sched runtime/internal/intr_hook.h
 interrupts runtime/internal/intr_hook.h
+sched runtime/internal/sim.h
+sync  runtime/internal/sim.h
+interrupts runtime/internal/sim.h
 '
 # Why: spinlock.h is the raw spin lock under the scheduler (run-queue and
 # thread locks are spinlocks; sync/'s spin_mutex and turnstiles take them).
@@ -51,7 +54,10 @@ interrupts runtime/internal/intr_hook.h
 # carries interrupt delivery (interrupt events) and the sysinit hooks (the
 # machine's and each CPU's boot and shutdown, which the controller uses, and
 # the subsystems' boot, shutdown and tick) from runtime/ and sched/ up to
-# interrupts/, which they may not include.  Tests
+# interrupts/, which they may not include.  sim.h carries the deterministic
+# simulation's hooks (runtime/sim.cc) to the places of the floor it replaces:
+# the idle loop's spin (sched/), a lock's backoff and WITNESS's per-CPU list
+# (sync/), the event timer (interrupts/).  Tests
 # are white-box besides:
 # tests/<component>/ may include <component>/internal/ and what
 # <component>/ itself may include.

@@ -2,11 +2,22 @@
 //
 // Vocabulary.  Each CPU has a callout_cpu "cc": a spin mutex (the wheel
 // lock, "callout"), a wheel of 256 slots of 1 ms (a slot holds the callouts
-// due in any millisecond that is congruent to it, unsorted), the expired
-// list, and the execution state of its softclock: cc_curr (the callout
-// whose handler runs or is about to), cc_cancel, cc_waiting (a drainer
-// sleeps), and a deferred migration.  The softclock of CPU N is a software
-// interrupt handler ("clock (N)", SWI_CLOCK) on an event bound to CPU N.
+// due in any millisecond that is congruent to it, unsorted), two expired
+// lists, and two execution states (cc_exec, the kernel's cc_exec_entity):
+// [0] the softclock's, [1] the clock interrupt's, for C_DIRECT_EXEC
+// callouts.  An execution state holds ce_curr (the callout whose handler
+// runs or is about to), ce_cancel, ce_waiting (a drainer sleeps), and a
+// deferred migration.  The softclock of CPU N is a software interrupt
+// handler ("clock (N)", SWI_CLOCK) on an event bound to CPU N; the clock
+// interrupt of CPU N is its event timer's completion, or the filter of its
+// "timer cpuN" event, in primary interrupt context on CPU N.
+//
+// Direct execution (C_DIRECT_EXEC, callout(9)): the handler runs in the
+// clock interrupt itself, as a filter does: in a spinlock section on the
+// callout's CPU, with TDF_INFILTER | TDF_NOSLEEPING and WITNESS's filter
+// context, so a sleep lock or a sleep in it panics or is reported.  Such a
+// callout may have no lock or a spin mutex (callout_init_mtx with a
+// spin_mutex); a sleep lock (or Giant) panics at the reset.
 //
 // The problem.  callout(9)'s contract has three races to settle exactly:
 // stop versus a handler that is about to run (it must be told apart from
@@ -39,36 +50,45 @@
 //     filter does it there, as only a CPU writes its own ring).  A stop
 //     leaves it low: the timer then fires early for nothing, and the clock
 //     interrupt (clock_intr, primary interrupt context on the CPU, under
-//     the wheel lock) recomputes it exactly (cc_next_event) and either
+//     the wheel lock) scans the wheel (step 4's scan), runs the direct
+//     callouts that are due (step 4's runs, execution state [1]),
+//     recomputes the next event exactly (cc_next_event) and either
 //     schedules the softclock (swi_sched) or re-arms the timer.  Without
 //     rings the hardclock tick reads cc_lastscan and the slot bits up to
-//     now, without the lock, and schedules the softclock if one is set (a
-//     bit it misses is seen at the next tick).  Either way a callout never
-//     runs before c_time: only the softclock runs handlers, and only those
-//     due by its clock_ns().
-//  4. The softclock, under the lock, moves every callout due by now from
-//     the slots (cc_lastscan, now] to the expired list (PROCESSED), and
-//     sets cc_lastscan = now - 1 ms (the current millisecond is examined
-//     again).  Then for each expired callout: clear PENDING, set cc_curr,
-//     clear cc_cancel, drop the lock; if it has a lock, take it (lc_lock),
-//     re-take the wheel lock and skip the handler if cc_cancel was set
-//     meanwhile (a stop or reset by the lock's holder), else set cc_cancel
+//     now, without the lock, and fires the CPU's "timer cpuN" event if one
+//     is set (a bit it misses is seen at the next tick), whose filter is
+//     the clock interrupt.  Either way a callout never runs before c_time:
+//     handlers run only for callouts due by the runner's clock_ns().
+//  4. The scan, under the lock (softclock or clock interrupt), moves every
+//     callout due by now from the slots (cc_lastscan, now] to an expired
+//     list (PROCESSED): the direct ones to [1], the others to [0]; and sets
+//     cc_lastscan = now - 1 ms (the current millisecond is examined again).
+//     The runs (cc_run; the softclock runs list [0], the clock interrupt
+//     list [1]; a softclock that scanned direct callouts fires the clock
+//     interrupt for them) use the execution state of the list: for each
+//     expired callout: clear PENDING, set ce_curr, clear ce_cancel, drop the
+//     lock; if it has a lock, take it (lc_lock),
+//     re-take the wheel lock and skip the handler if ce_cancel was set
+//     meanwhile (a stop or reset by the lock's holder), else set ce_cancel
 //     (the handler can no longer be stopped); run the handler; release its
-//     lock unless CALLOUT_RETURNUNLOCKED; under the wheel lock clear cc_curr,
+//     lock unless CALLOUT_RETURNUNLOCKED; under the wheel lock clear ce_curr,
 //     and wake a drainer, or perform a deferred migration.  Last, under
 //     the lock, it recomputes cc_firstevent exactly and programs the timer
 //     (step 3), or starts over if something came due meanwhile.
-//  5. callout_stop, under the wheel lock: clears ACTIVE; if cc_curr is the
-//     callout and the caller holds its lock and cc_cancel is clear, sets
-//     cc_cancel (result 1); removes a pending instance (1, or 0 if the
-//     handler runs and was not cancelled); -1 if neither.
-//  6. callout_drain removes the pending instance first, then while cc_curr
-//     is the callout: takes the sleep queue chain lock of &cc_waiting, sets
-//     cc_waiting, drops the wheel lock and sleeps; the softclock clears
-//     cc_waiting under the wheel lock, drops it, and wakes the channel (the
-//     chain lock makes the wakeup wait until the drainer is queued).  A
-//     reset while cc_waiting is set does nothing: a drained callout does
-//     not come back.
+//  5. callout_stop, under the wheel lock: clears ACTIVE; if the ce_curr of
+//     either execution state is the callout and the caller holds its lock
+//     and that ce_cancel is clear, sets it and ce_skip (result 1); removes
+//     a pending instance (1, or 0 if the handler may still be running: its
+//     run was not cancelled (ce_skip) and, if the caller holds the lock,
+//     the handler has not returned (ce_done, set before the runner releases
+//     the lock)); -1 if neither.
+//  6. callout_drain removes the pending instance first, then while a
+//     ce_curr is the callout: takes the sleep queue chain lock of that
+//     state's &ce_waiting, sets ce_waiting, drops the wheel lock and sleeps;
+//     the runner clears ce_waiting under the wheel lock, drops it, and wakes
+//     the channel (the chain lock makes the wakeup wait until the drainer is
+//     queued).  A reset while ce_waiting is set does nothing: a drained
+//     callout does not come back.
 //  7. A reset to another CPU while the handler runs is deferred: the new
 //     CPU, time, function and argument wait in the old wheel (the callout
 //     is PENDING | DFRMIGRATION) and are applied when the handler returns.
@@ -83,6 +103,7 @@
 #include "interrupts/swi.h"
 #include "runtime/config.h"
 #include "runtime/internal/intr_hook.h"
+#include "runtime/internal/sim.h"
 #include "runtime/ktr.h"
 #include "runtime/machine.h"
 #include "runtime/panic.h"
@@ -101,30 +122,45 @@ constexpr int CPUBLOCK = -2;
 constexpr int NSLOTS = 256;
 constexpr uint64_t SLOT_NS = 1000000;
 constexpr uint32_t CALLOUT_MAGIC = 0xca11007u;
-constexpr int BUCKET_EXPIRED = -2;
+constexpr int BUCKET_EXPIRED = -2;   // on cc_exp[0] (the softclock's)
+constexpr int BUCKET_DEXPIRED = -3;  // on cc_exp[1] (the clock interrupt's)
+
+// One execution state (the kernel's cc_exec_entity): [0] the softclock's,
+// [1] the clock interrupt's (C_DIRECT_EXEC).  Locking key: (w) the wheel
+// lock of the callout_cpu that holds it.
+struct cc_exec {
+	callout *ce_curr = nullptr;           // (w) runs, or is about to
+	bool ce_cancel = false;               // (w)
+	bool ce_skip = false;                 // (w) a stop/reset cancelled the run
+	std::atomic<bool> ce_done{false};     // (a) the handler returned (step 5)
+	bool ce_waiting = false;              // (w) a drainer sleeps on it
+	callout_func_t ce_drain = nullptr;    // (w) callout_async_drain's
+	void *ce_drain_arg = nullptr;         // (w)
+	int ce_mig_cpu = NOCPU;               // (w) deferred migration
+	bool ce_mig_direct = false;           // (w)
+	uint64_t ce_mig_time = 0;             // (w)
+	uint64_t ce_mig_prec = 0;             // (w)
+	callout_func_t ce_mig_func = nullptr; // (w)
+	void *ce_mig_arg = nullptr;           // (w)
+};
+
+struct cc_list {
+	callout *head = nullptr;
+	callout *tail = nullptr;
+};
 
 // Locking key: (w) cc_lock; (a) atomic; (c) constant after boot.
 struct alignas(64) callout_cpu {
 	spin_mutex cc_lock{"callout", nullptr, LOCK_RECURSE};
 	callout *cc_wheel[NSLOTS] = {};            // (w)
 	std::atomic<uint64_t> cc_bits[NSLOTS / 64] = {}; // (w) written, (a) read
-	callout *cc_exp_head = nullptr;            // (w)
-	callout *cc_exp_tail = nullptr;            // (w)
+	cc_list cc_exp[2];                         // (w) expired: [0] softclock, [1] direct
 	std::atomic<uint64_t> cc_lastscan{0};      // (w) written, (a) read
 	std::atomic<int> cc_count{0};              // (w) written: pending here
 	uint64_t cc_firstevent = UINT64_MAX;       // (w) the event timer's time
 	intr_event *cc_timer_ie = nullptr;         // (c) "timer cpuN": re-arm
 	intr_handler *cc_timer_ih = nullptr;       // (c)
-	callout *cc_curr = nullptr;                // (w)
-	bool cc_cancel = false;                    // (w)
-	bool cc_waiting = false;                   // (w)
-	callout_func_t cc_drain = nullptr;         // (w) callout_async_drain's
-	void *cc_drain_arg = nullptr;              // (w)
-	int cc_mig_cpu = NOCPU;                    // (w) deferred migration
-	uint64_t cc_mig_time = 0;                  // (w)
-	uint64_t cc_mig_prec = 0;                  // (w)
-	callout_func_t cc_mig_func = nullptr;      // (w)
-	void *cc_mig_arg = nullptr;                // (w)
+	cc_exec cc_ex[2];                          // (w) [0] softclock, [1] direct
 	int cc_cpuid = 0;                          // (c)
 	intr_event *cc_ie = nullptr;               // (c)
 	void *cc_cookie = nullptr;                 // (c)
@@ -142,6 +178,17 @@ callout_cpu *
 cc_of(int cpu) noexcept
 {
 	return &g_cc.load(std::memory_order_acquire)[cpu];
+}
+
+// The execution state whose handler c is (about to be), or null.
+// Requires the wheel lock.
+cc_exec *
+cc_running(callout_cpu *cc, const callout *c) noexcept
+{
+	for (cc_exec &ex : cc->cc_ex)
+		if (ex.ce_curr == c)
+			return &ex;
+	return nullptr;
 }
 
 void
@@ -162,7 +209,10 @@ callout_lock(callout *c) noexcept
 	for (unsigned n = 0;; n++) {
 		int cpu = c->c_cpu.load(std::memory_order_acquire);
 		if (cpu == CPUBLOCK) {
-			__builtin_ia32_pause();
+			if (sim_active()) // the blocker runs when we hand back
+				sim_spin();
+			else
+				__builtin_ia32_pause();
 			continue;
 		}
 		if (cpu < 0 || cpu >= g_ncc.load(std::memory_order_relaxed)) {
@@ -232,7 +282,7 @@ cc_insert(callout_cpu *cc, callout *c) noexcept
 uint64_t
 cc_next_event(callout_cpu *cc) noexcept
 {
-	if (cc->cc_exp_head != nullptr)
+	if (cc->cc_exp[0].head != nullptr || cc->cc_exp[1].head != nullptr)
 		return 0;
 	if (cc->cc_count.load(std::memory_order_relaxed) == 0)
 		return UINT64_MAX;
@@ -277,15 +327,16 @@ cc_program(callout_cpu *cc) noexcept
 void
 cc_remove(callout_cpu *cc, callout *c) noexcept
 {
-	if (c->c_bucket == BUCKET_EXPIRED) {
+	if (c->c_bucket == BUCKET_EXPIRED || c->c_bucket == BUCKET_DEXPIRED) {
+		cc_list &l = cc->cc_exp[c->c_bucket == BUCKET_DEXPIRED];
 		if (c->c_prev != nullptr)
 			c->c_prev->c_next = c->c_next;
 		else
-			cc->cc_exp_head = c->c_next;
+			l.head = c->c_next;
 		if (c->c_next != nullptr)
 			c->c_next->c_prev = c->c_prev;
 		else
-			cc->cc_exp_tail = c->c_prev;
+			l.tail = c->c_prev;
 	} else if (c->c_bucket >= 0) {
 		int b = c->c_bucket;
 		if (c->c_prev != nullptr)
@@ -338,14 +389,17 @@ cc_scan(callout_cpu *cc, uint64_t now) noexcept
 					cc->cc_wheel[b] = c->c_next;
 				if (c->c_next != nullptr)
 					c->c_next->c_prev = c->c_prev;
-				c->c_bucket = BUCKET_EXPIRED;
+				bool direct = c->c_iflags.load(
+				    std::memory_order_relaxed) & CALLOUT_DIRECT;
+				cc_list &l = cc->cc_exp[direct];
+				c->c_bucket = direct ? BUCKET_DEXPIRED : BUCKET_EXPIRED;
 				c->c_next = nullptr;
-				c->c_prev = cc->cc_exp_tail;
-				if (cc->cc_exp_tail != nullptr)
-					cc->cc_exp_tail->c_next = c;
+				c->c_prev = l.tail;
+				if (l.tail != nullptr)
+					l.tail->c_next = c;
 				else
-					cc->cc_exp_head = c;
-				cc->cc_exp_tail = c;
+					l.head = c;
+				l.tail = c;
 				c->c_iflags.fetch_or(CALLOUT_PROCESSED,
 				    std::memory_order_relaxed);
 			}
@@ -368,129 +422,191 @@ lock_how(const callout *c) noexcept
 }
 
 void
-wake_drainers(callout_cpu *cc) noexcept
+wake_drainers(callout_cpu *cc, cc_exec *ex) noexcept
 {
-	cc->cc_waiting = false;
+	ex->ce_waiting = false;
 	cc->cc_lock.unlock();
-	wakeup(&cc->cc_waiting);
+	wakeup(&ex->ce_waiting);
 	cc->cc_lock.lock();
 }
 
-// Step 4, the runs: the softclock swi handler of one CPU.
+// Take / release the callout's lock around its handler.  Spin mutexes
+// (direct callouts) are taken directly: their lock class, as the kernel's,
+// refuses lc_lock (it is for sleeps that drop and retake a lock).
+void
+handler_lock(lock_object *lock, const callout *c) noexcept
+{
+	if (lock->lo_class->lc_flags & LC_SPINLOCK)
+		spin_mutex::from_lo(lock)->lock(__FILE__, __LINE__);
+	else
+		lock->lo_class->lc_lock(lock, lock_how(c));
+}
+
+void
+handler_unlock(lock_object *lock) noexcept
+{
+	if (lock->lo_class->lc_flags & LC_SPINLOCK)
+		spin_mutex::from_lo(lock)->unlock(__FILE__, __LINE__);
+	else
+		lock->lo_class->lc_unlock(lock);
+}
+
+// Step 4, one run: c, the head of expired list e, with execution state e
+// ([0] in the softclock's ithread, [1] in the clock interrupt).  Requires
+// the wheel lock; returns with it held.
+void
+cc_run(callout_cpu *cc, int e, callout *c) noexcept
+{
+	cc_exec *ex = &cc->cc_ex[e];
+	bool direct = e == 1;
+	thread *td = curthread();
+	cc_remove(cc, c);
+	callout_func_t fn = c->c_func;
+	void *fnarg = c->c_arg;
+	lock_object *lock = c->c_lock;
+	int initflags = c->c_initflags;
+	ex->ce_curr = c;
+	ex->ce_cancel = false;
+	ex->ce_skip = false;
+	ex->ce_done.store(false, std::memory_order_relaxed);
+	bool run = true;
+	if (lock == nullptr) {
+		ex->ce_cancel = true;
+		cc->cc_lock.unlock();
+	} else {
+		cc->cc_lock.unlock();
+		handler_lock(lock, c);
+		cc->cc_lock.lock();
+		if (ex->ce_cancel) {
+			// Stopped or reset by the lock's holder while we waited
+			// for the lock.
+			cc->cc_lock.unlock();
+			handler_unlock(lock);
+			run = false;
+		} else {
+			ex->ce_cancel = true;
+			cc->cc_lock.unlock();
+		}
+	}
+	if (run) {
+		// The softclock's handlers may not sleep; direct ones run as
+		// filters (primary interrupt context).
+		uint32_t mask = direct ? (TDF_NOSLEEPING | TDF_INFILTER) :
+		    TDF_NOSLEEPING;
+		uint32_t saved = td->td_flags & mask;
+		td->td_flags |= mask;
+		if constexpr (config::witness) {
+			if (direct)
+				witness_filter_enter();
+			else
+				witness_nosleep_enter("callout");
+		}
+		uint64_t t0 = config::invariants ? clock_ns() : 0;
+		ktr_callout_begin(c, direct ? "callout direct" : "callout");
+		fn(fnarg);
+		// Before its lock is released (release: pairs with the acquire
+		// load in stop_safe by the lock's next holder, step 5).
+		ex->ce_done.store(true, std::memory_order_release);
+		ktr_callout_end(c, direct ? "callout direct" : "callout");
+		if constexpr (config::witness) {
+			if (direct)
+				witness_filter_exit();
+			else
+				witness_nosleep_exit();
+		}
+		if constexpr (config::invariants) {
+			uint64_t dt = clock_ns() - t0;
+			uint64_t lim = g_slow_ns.load(std::memory_order_relaxed);
+			if (lim != 0 && dt > lim) {
+				g_slow_count.fetch_add(1, std::memory_order_relaxed);
+				printf_diag("Expensive callout(9) function: %p(%p) "
+				    "%llu.%09llu s on cpu%d%s",
+				    reinterpret_cast<void *>(fn), fnarg,
+				    static_cast<unsigned long long>(dt / 1000000000ull),
+				    static_cast<unsigned long long>(dt % 1000000000ull),
+				    cc->cc_cpuid, direct ? " (direct)" : "");
+			}
+		}
+		td->td_flags = (td->td_flags & ~mask) | saved;
+		if (lock != nullptr && !(initflags & CALLOUT_RETURNUNLOCKED))
+			handler_unlock(lock);
+	}
+	cc->cc_lock.lock();
+	ex->ce_curr = nullptr;
+	if (ex->ce_drain != nullptr) {
+		// callout_async_drain(): the handler has returned; the drain
+		// function runs with the wheel unlocked (in the runner's
+		// context).  It cancels a deferred migration, as a drain does.
+		callout_func_t dfn = ex->ce_drain;
+		void *darg = ex->ce_drain_arg;
+		ex->ce_drain = nullptr;
+		if (ex->ce_mig_cpu != NOCPU) {
+			ex->ce_mig_cpu = NOCPU;
+			c->c_iflags.fetch_and(~(CALLOUT_PENDING |
+			    CALLOUT_DFRMIGRATION), std::memory_order_relaxed);
+		}
+		cc->cc_lock.unlock();
+		dfn(darg);
+		cc->cc_lock.lock();
+	}
+	if (ex->ce_waiting) {
+		// A drain cancels a deferred migration (step 6).
+		if (ex->ce_mig_cpu != NOCPU) {
+			ex->ce_mig_cpu = NOCPU;
+			c->c_iflags.fetch_and(~(CALLOUT_PENDING |
+			    CALLOUT_DFRMIGRATION), std::memory_order_relaxed);
+		}
+		wake_drainers(cc, ex);
+	} else if (ex->ce_mig_cpu != NOCPU) {
+		// Step 7: the deferred migration.
+		int cpu = ex->ce_mig_cpu;
+		ex->ce_mig_cpu = NOCPU;
+		c->c_iflags.fetch_and(~(CALLOUT_PENDING | CALLOUT_DFRMIGRATION |
+		    CALLOUT_DIRECT), std::memory_order_relaxed);
+		if (ex->ce_mig_direct)
+			c->c_iflags.fetch_or(CALLOUT_DIRECT, std::memory_order_relaxed);
+		c->c_func = ex->ce_mig_func;
+		c->c_arg = ex->ce_mig_arg;
+		c->c_time = ex->ce_mig_time;
+		c->c_precision = ex->ce_mig_prec;
+		callout_cpu *ncc = cc_switch(c, cc, cpu);
+		if (cc_insert(ncc, c))
+			cc_program(ncc);
+		ncc->cc_lock.unlock();
+		cc->cc_lock.lock();
+	}
+}
+
+// Step 4: the softclock swi handler of one CPU.
 void
 softclock(void *arg) noexcept
 {
 	auto *cc = static_cast<callout_cpu *>(arg);
-	thread *td = curthread();
 	cc->cc_lock.lock();
 again:
 	cc_scan(cc, clock_ns());
-	while (cc->cc_exp_head != nullptr) {
-		callout *c = cc->cc_exp_head;
-		cc_remove(cc, c);
-		callout_func_t fn = c->c_func;
-		void *fnarg = c->c_arg;
-		lock_object *lock = c->c_lock;
-		int initflags = c->c_initflags;
-		cc->cc_curr = c;
-		cc->cc_cancel = false;
-		bool run = true;
-		if (lock == nullptr) {
-			cc->cc_cancel = true;
-			cc->cc_lock.unlock();
-		} else {
-			uintptr_t how = lock_how(c);
-			cc->cc_lock.unlock();
-			lock->lo_class->lc_lock(lock, how);
-			cc->cc_lock.lock();
-			if (cc->cc_cancel) {
-				// Stopped or reset by the lock's holder while we
-				// waited for the lock.
-				cc->cc_lock.unlock();
-				lock->lo_class->lc_unlock(lock);
-				run = false;
-			} else {
-				cc->cc_cancel = true;
-				cc->cc_lock.unlock();
-			}
-		}
-		if (run) {
-			uint32_t saved = td->td_flags & TDF_NOSLEEPING;
-			td->td_flags |= TDF_NOSLEEPING;
-			if constexpr (config::witness)
-				witness_nosleep_enter("callout");
-			uint64_t t0 = config::invariants ? clock_ns() : 0;
-			ktr_callout_begin(c, "callout");
-			fn(fnarg);
-			ktr_callout_end(c, "callout");
-			if constexpr (config::witness)
-				witness_nosleep_exit();
-			if constexpr (config::invariants) {
-				uint64_t dt = clock_ns() - t0;
-				uint64_t lim = g_slow_ns.load(std::memory_order_relaxed);
-				if (lim != 0 && dt > lim) {
-					g_slow_count.fetch_add(1, std::memory_order_relaxed);
-					printf_diag("Expensive callout(9) function: %p(%p) "
-					    "%llu.%09llu s on cpu%d",
-					    reinterpret_cast<void *>(fn), fnarg,
-					    static_cast<unsigned long long>(dt / 1000000000ull),
-					    static_cast<unsigned long long>(dt % 1000000000ull),
-					    cc->cc_cpuid);
-				}
-			}
-			td->td_flags = (td->td_flags & ~TDF_NOSLEEPING) | saved;
-			if (lock != nullptr && !(initflags & CALLOUT_RETURNUNLOCKED))
-				lock->lo_class->lc_unlock(lock);
-		}
-		cc->cc_lock.lock();
-		cc->cc_curr = nullptr;
-		if (cc->cc_drain != nullptr) {
-			// callout_async_drain(): the handler has returned; the
-			// drain function runs with the wheel unlocked.  It cancels
-			// a deferred migration, as a drain does.
-			callout_func_t dfn = cc->cc_drain;
-			void *darg = cc->cc_drain_arg;
-			cc->cc_drain = nullptr;
-			if (cc->cc_mig_cpu != NOCPU) {
-				cc->cc_mig_cpu = NOCPU;
-				c->c_iflags.fetch_and(~(CALLOUT_PENDING |
-				    CALLOUT_DFRMIGRATION), std::memory_order_relaxed);
-			}
-			cc->cc_lock.unlock();
-			dfn(darg);
-			cc->cc_lock.lock();
-		}
-		if (cc->cc_waiting) {
-			// A drain cancels a deferred migration (step 6).
-			if (cc->cc_mig_cpu != NOCPU) {
-				cc->cc_mig_cpu = NOCPU;
-				c->c_iflags.fetch_and(~(CALLOUT_PENDING |
-				    CALLOUT_DFRMIGRATION), std::memory_order_relaxed);
-			}
-			wake_drainers(cc);
-		} else if (cc->cc_mig_cpu != NOCPU) {
-			// Step 7: the deferred migration.
-			int cpu = cc->cc_mig_cpu;
-			cc->cc_mig_cpu = NOCPU;
-			c->c_iflags.fetch_and(~(CALLOUT_PENDING | CALLOUT_DFRMIGRATION),
-			    std::memory_order_relaxed);
-			c->c_func = cc->cc_mig_func;
-			c->c_arg = cc->cc_mig_arg;
-			c->c_time = cc->cc_mig_time;
-			c->c_precision = cc->cc_mig_prec;
-			callout_cpu *ncc = cc_switch(c, cc, cpu);
-			if (cc_insert(ncc, c))
-				cc_program(ncc);
-			ncc->cc_lock.unlock();
-			cc->cc_lock.lock();
-		}
+	while (cc->cc_exp[0].head != nullptr)
+		cc_run(cc, 0, cc->cc_exp[0].head);
+	if (cc->cc_exp[1].head != nullptr) {
+		// Direct callouts came due: they run in the clock interrupt,
+		// which then finds the next event and arms the timer.  (On
+		// this CPU: the event is bound here, and its delivery waits for
+		// the end of our spinlock section.)
+		cc->cc_firstevent = 0;
+		cc->cc_lock.unlock();
+		intr_event_fire(cc->cc_timer_ie);
+		return;
 	}
 	// Step 4's end: the wheel's next event, found exactly (resets and
 	// stops moved it meanwhile), and the timer armed for it; a callout
 	// that came due while the handlers ran is run now.
 	uint64_t next = cc_next_event(cc);
-	if (next <= clock_ns())
+	if (next <= clock_ns()) {
+		// Simulated, virtual time passes only between steps: let one
+		// go by, or a callout re-armed for "now" would loop for ever.
+		sim::point();
 		goto again;
+	}
 	cc->cc_firstevent = next;
 	cc_program(cc);
 	cc->cc_lock.unlock();
@@ -499,13 +615,16 @@ again:
 // The clock interrupt of one CPU (interrupts/internal/eventtimer.h): its
 // ring's event timer expired, or another CPU asked it to re-arm (its
 // "timer cpuN" filter).  Primary interrupt context on that CPU.  Schedule
-// the softclock if something is due, else arm the timer for the next
-// event.  (The kernel's callout_process(), minus running C_DIRECT_EXEC
-// handlers, which usmp does not have.)
+// the direct callouts that are due, then schedule the softclock if
+// something else is due, else arm the timer for the next event (the
+// kernel's callout_process()).
 void
 clock_intr(callout_cpu *cc) noexcept
 {
 	cc->cc_lock.lock();
+	cc_scan(cc, clock_ns());
+	while (cc->cc_exp[1].head != nullptr)
+		cc_run(cc, 1, cc->cc_exp[1].head);
 	uint64_t next = cc_next_event(cc);
 	bool due = next <= clock_ns();
 	if (due) {
@@ -555,12 +674,31 @@ callout_tick(uint64_t) noexcept
 			int b = static_cast<int>(s % NSLOTS);
 			if (cc->cc_bits[b / 64].load(std::memory_order_relaxed) &
 			    (1ull << (b % 64))) {
-				swi_sched(cc->cc_cookie, 0);
+				// The clock interrupt of that CPU: it runs the
+				// direct callouts and schedules the softclock.
+				intr_event_fire(cc->cc_timer_ie);
 				break;
 			}
 		}
 	}
 	g_users.fetch_sub(1, std::memory_order_release);
+}
+
+// Without rings the wheels have no event timers: the hardclock must keep
+// ticking, even with every CPU parked, while some wheel holds a callout.
+bool
+callout_tick_wanted() noexcept
+{
+	if (ring_timer_enabled())
+		return false;
+	g_users.fetch_add(1, std::memory_order_seq_cst);
+	callout_cpu *ccs = g_cc.load(std::memory_order_seq_cst);
+	int n = g_ncc.load(std::memory_order_acquire);
+	bool wanted = false;
+	for (int cpu = 0; ccs != nullptr && cpu < n && !wanted; cpu++)
+		wanted = ccs[cpu].cc_count.load(std::memory_order_relaxed) != 0;
+	g_users.fetch_sub(1, std::memory_order_release);
+	return wanted;
 }
 
 void
@@ -603,8 +741,12 @@ callout_shutdown() noexcept
 	// Pairs with the clock interrupts' and callout_tick's seq_cst
 	// increment of g_users before their load of g_cc: either they saw
 	// null, or we see them inside.  A timer that fires later finds null.
-	while (g_users.load(std::memory_order_seq_cst) != 0)
-		__builtin_ia32_pause();
+	while (g_users.load(std::memory_order_seq_cst) != 0) {
+		if (sim_active()) // the user runs when we hand back
+			sim_spin();
+		else
+			__builtin_ia32_pause();
+	}
 	for (int cpu = 0; cpu < n; cpu++) {
 		callout_cpu *cc = &ccs[cpu];
 		swi_remove(cc->cc_cookie);
@@ -625,6 +767,7 @@ sysinit g_callout_sysinit = [] {
 	si.si_boot = callout_boot;
 	si.si_shutdown = callout_shutdown;
 	si.si_tick = callout_tick;
+	si.si_tick_wanted = callout_tick_wanted;
 	si.si_order = 10;
 	return si;
 }();
@@ -669,18 +812,30 @@ stop_safe(callout *c, bool drain, callout_func_t drain_fn, const char *call,
 {
 	check_init(c, call, file, line);
 	callout_cpu *cc = callout_lock(c);
-	bool running = cc->cc_curr == c;
+	cc_exec *ex = cc_running(cc, c);
+	bool running = ex != nullptr;
 	bool lock_cancelled = false, removed = false;
+	bool lock_held = c->c_lock != nullptr && lock_owned_by_me(c->c_lock);
 	c->c_flags.fetch_and(~CALLOUT_ACTIVE, std::memory_order_relaxed);
-	if (running && !drain && c->c_lock != nullptr && !cc->cc_cancel &&
-	    lock_owned_by_me(c->c_lock)) {
+	if (running && !drain && lock_held && !ex->ce_cancel) {
 		// Step 5: the handler waits for the lock we hold.
-		cc->cc_cancel = true;
+		ex->ce_cancel = true;
+		ex->ce_skip = true;
 		lock_cancelled = true;
 	}
+	// Step 5: for the result, the run is a running handler only while its
+	// handler may still run: not once a stop or reset under the lock
+	// cancelled it (ce_skip), nor once the handler returned (ce_done, set
+	// before the handler's lock was released; we hold that lock now, so
+	// we see it).  Otherwise a stop under the lock that removes a re-armed
+	// call would answer 0, and the caller's book would keep a call that
+	// never runs.
+	bool busy = running && !ex->ce_skip &&
+	    !(lock_held && ex->ce_done.load(std::memory_order_acquire));
 	int ifl = c->c_iflags.load(std::memory_order_relaxed);
 	if (ifl & CALLOUT_DFRMIGRATION) {
-		cc->cc_mig_cpu = NOCPU;
+		// Deferred while its handler runs, so ex is that run's state.
+		(ex != nullptr ? ex : &cc->cc_ex[0])->ce_mig_cpu = NOCPU;
 		c->c_iflags.fetch_and(~(CALLOUT_PENDING | CALLOUT_DFRMIGRATION),
 		    std::memory_order_relaxed);
 		removed = true;
@@ -690,27 +845,26 @@ stop_safe(callout *c, bool drain, callout_func_t drain_fn, const char *call,
 	}
 	if (drain) {
 		// Step 6.
-		const void *chan = &cc->cc_waiting;
-		while (cc->cc_curr == c) {
+		for (cc_exec *w; (w = cc_running(cc, c)) != nullptr;
+		     cc = callout_lock(c)) {
+			const void *chan = &w->ce_waiting;
 			sleepq_lock(chan);
-			cc->cc_waiting = true;
+			w->ce_waiting = true;
 			cc->cc_lock.unlock();
 			sleepq_add(chan, nullptr, "codrain", SLEEPQ_SLEEP, 0, file, line);
 			sleepq_wait(chan, 0);
-			cc = callout_lock(c);
-			chan = &cc->cc_waiting;
 		}
 	}
-	if (running && !lock_cancelled && drain_fn != nullptr) {
-		// callout_async_drain(): the softclock calls drain_fn when the
+	if (busy && drain_fn != nullptr) {
+		// callout_async_drain(): the runner calls drain_fn when the
 		// handler returns (result 0).
-		cc->cc_drain = drain_fn;
-		cc->cc_drain_arg = c->c_arg;
+		ex->ce_drain = drain_fn;
+		ex->ce_drain_arg = c->c_arg;
 	}
 	cc->cc_lock.unlock();
 	if (lock_cancelled)
 		return 1;
-	if (running)
+	if (busy)
 		return 0;
 	return removed ? 1 : -1;
 }
@@ -729,7 +883,7 @@ callout_init(callout *c, bool mpsafe) noexcept
 void
 callout_init_lock(callout *c, lock_object *lock, int flags) noexcept
 {
-	if (lock == nullptr || (lock->lo_class->lc_flags & (LC_SPINLOCK | LC_SLEEPABLE)))
+	if (lock == nullptr || (lock->lo_class->lc_flags & LC_SLEEPABLE))
 		panic("callout_init_lock: invalid lock class %s for lock \"%s\"",
 		    lock != nullptr ? lock->lo_class->lc_name : "(null)",
 		    lock != nullptr ? lock->lo_name : "(null)");
@@ -753,37 +907,47 @@ callout_reset_sbt_on(callout *c, std::chrono::nanoseconds when,
 		c->c_lock->lo_class->lc_assert(c->c_lock,
 		    (c->c_initflags & CALLOUT_SHAREDLOCK) ? LA_LOCKED : LA_XLOCKED,
 		    file, line);
+	bool direct = (flags & C_DIRECT_EXEC) != 0;
+	if (direct && c->c_lock != nullptr &&
+	    !(c->c_lock->lo_class->lc_flags & LC_SPINLOCK))
+		panic("callout_reset: C_DIRECT_EXEC callout %p has %s \"%s\": a "
+		    "direct callout runs in the clock interrupt and may only have "
+		    "a spin mutex @ %s:%d", static_cast<void *>(c),
+		    c->c_lock->lo_class->lc_name, c->c_lock->lo_name, file, line);
 	uint64_t t, prec;
 	callout_when(when, precision, flags, &t, &prec);
 	callout_cpu *cc = callout_lock(c);
 	if (cpu == NOCPU)
 		cpu = cc->cc_cpuid;
 	int cancelled = 0;
-	if (cc->cc_curr == c) {
-		if (cc->cc_waiting) {
+	cc_exec *ex = cc_running(cc, c);
+	if (ex != nullptr) {
+		if (ex->ce_waiting) {
 			// Being drained: it does not come back (step 6).
 			cc->cc_lock.unlock();
 			return 0;
 		}
-		if (c->c_lock != nullptr && !cc->cc_cancel) {
+		if (c->c_lock != nullptr && !ex->ce_cancel) {
 			// It waits for the lock our caller holds: cancel it.
-			cc->cc_cancel = true;
+			ex->ce_cancel = true;
+			ex->ce_skip = true;
 			cancelled = 1;
 		}
 		if (cpu != cc->cc_cpuid) {
 			// Step 7: move when the handler returns.
-			if (cc->cc_mig_cpu != NOCPU)
+			if (ex->ce_mig_cpu != NOCPU)
 				cancelled = 1;
 			else if (c->c_iflags.load(std::memory_order_relaxed) &
 			    CALLOUT_PENDING) {
 				cc_remove(cc, c);
 				cancelled = 1;
 			}
-			cc->cc_mig_cpu = cpu;
-			cc->cc_mig_time = t;
-			cc->cc_mig_prec = prec;
-			cc->cc_mig_func = fn;
-			cc->cc_mig_arg = arg;
+			ex->ce_mig_cpu = cpu;
+			ex->ce_mig_direct = direct;
+			ex->ce_mig_time = t;
+			ex->ce_mig_prec = prec;
+			ex->ce_mig_func = fn;
+			ex->ce_mig_arg = arg;
 			c->c_iflags.fetch_or(CALLOUT_PENDING | CALLOUT_DFRMIGRATION,
 			    std::memory_order_relaxed);
 			c->c_flags.fetch_or(CALLOUT_ACTIVE, std::memory_order_relaxed);
@@ -793,7 +957,7 @@ callout_reset_sbt_on(callout *c, std::chrono::nanoseconds when,
 	}
 	int ifl = c->c_iflags.load(std::memory_order_relaxed);
 	if (ifl & CALLOUT_DFRMIGRATION) {
-		cc->cc_mig_cpu = NOCPU;
+		(ex != nullptr ? ex : &cc->cc_ex[0])->ce_mig_cpu = NOCPU;
 		c->c_iflags.fetch_and(~(CALLOUT_PENDING | CALLOUT_DFRMIGRATION),
 		    std::memory_order_relaxed);
 		cancelled = 1;
@@ -803,6 +967,12 @@ callout_reset_sbt_on(callout *c, std::chrono::nanoseconds when,
 	}
 	if (cpu != cc->cc_cpuid)
 		cc = cc_switch(c, cc, cpu);
+	// Which expired list (and runner) the scan gives it to.  Not pending
+	// here, so no list holds it: the flag may change.
+	if (direct)
+		c->c_iflags.fetch_or(CALLOUT_DIRECT, std::memory_order_relaxed);
+	else
+		c->c_iflags.fetch_and(~CALLOUT_DIRECT, std::memory_order_relaxed);
 	c->c_func = fn;
 	c->c_arg = arg;
 	c->c_time = t;
@@ -841,12 +1011,17 @@ callout_when(std::chrono::nanoseconds when, std::chrono::nanoseconds precision,
 		rel = d >> prel;
 	if (rel < p)
 		rel = p;
-	if (flags & C_HARDCLOCK) {
+	if ((flags & C_HARDCLOCK) && *timep < UINT64_MAX - 2 * SLOT_NS - rel) {
 		// Aligned to the ticks: allowed to wait for the end of the
-		// tick (slot) it falls in, so such callouts fire together.
-		uint64_t to_edge = SLOT_NS - *timep % SLOT_NS;
-		if (rel < to_edge)
-			rel = to_edge;
+		// tick (slot) it falls in, or, when its own precision reaches
+		// past that, for the end of the tick the precision ends in; so
+		// such callouts fire together, and time + precision is a tick
+		// edge.
+		uint64_t edge = (*timep / SLOT_NS + 1) * SLOT_NS;
+		uint64_t end = *timep + rel;
+		if (end > edge)
+			edge = (end + SLOT_NS - 1) / SLOT_NS * SLOT_NS;
+		rel = edge - *timep;
 	}
 	*precp = rel;
 }

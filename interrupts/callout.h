@@ -18,7 +18,8 @@
 // wheels.  A handler runs on its callout's CPU, in that softclock's
 // ithread: at interrupt priority, with sleeping forbidden (it may take
 // sleep mutexes), with the callout's lock held if it has one (Giant for
-// callout_init(c, false)).  A callout never runs early.
+// callout_init(c, false)); a C_DIRECT_EXEC one in the CPU's clock
+// interrupt itself, as a filter.  A callout never runs early.
 //
 // Results, as callout(9):
 //   callout_reset*: 1 if a pending call was cancelled (or a call waiting for
@@ -27,7 +28,10 @@
 //     call waiting for the lock the caller holds was cancelled); 0 if the
 //     handler is running and could not be stopped (a pending re-run is
 //     unscheduled; callout_drain waited for the handler to finish); -1 if
-//     it was neither pending nor running.
+//     it was neither pending nor running.  A run that an earlier stop or
+//     reset under the lock cancelled, or whose handler has returned (seen
+//     with the callout's lock held), is not "running": so, with the lock
+//     held, the results count exactly the calls that were scheduled.
 // callout_stop and callout_reset clear/set "active"; the handler's own
 // pending/active/deactivate idiom works as callout(9)'s "Avoiding Race
 // Conditions" describes.
@@ -48,10 +52,21 @@ namespace usmp {
 
 using callout_func_t = void (*)(void *arg);
 
-// callout_init_mtx() flags and callout_reset_sbt() flags (sys/callout.h).
+// The callout constants (sys/callout.h), one enum so that flags of the
+// different kinds combine without enum-enum conversions:
+// callout_init_mtx() flags, callout_reset_sbt() flags, and the callout
+// flags (c_flags / c_iflags, readable through callout_pending() and
+// callout_active()).
 enum : int {
+	CALLOUT_ACTIVE = 0x0002,    // (c_flags) set by reset, cleared by stop
+	CALLOUT_PENDING = 0x0004,   // (c_iflags) scheduled, not yet started
+	CALLOUT_MPSAFE = 0x0008,    // no lock
 	CALLOUT_RETURNUNLOCKED = 0x0010, // the handler releases the lock itself
 	CALLOUT_SHAREDLOCK = 0x0020,     // an rwlock is taken shared
+	CALLOUT_PROCESSED = 0x0040, // (c_iflags) on the softclock's expired list
+	CALLOUT_DFRMIGRATION = 0x0080, // (c_iflags) moves CPU when its run ends
+	CALLOUT_DIRECT = 0x0100,    // (c_iflags) reset with C_DIRECT_EXEC
+	C_DIRECT_EXEC = 0x0001,          // run the handler in the clock interrupt
 	C_HARDCLOCK = 0x0100,            // align to the ticks (1 ms), >= 1 tick
 	C_ABSOLUTE = 0x0200,             // the time is a clock_ns() value
 	C_EXACT = 0x10000,               // usmp: no default deviation (below)
@@ -76,16 +91,6 @@ C_PRELGET(int flags) noexcept
 }
 constexpr int CALLOUT_PRECEXP = 4;
 
-// callout_flags (c_flags / c_iflags), readable through callout_pending()
-// and callout_active().
-enum : int {
-	CALLOUT_ACTIVE = 0x0002,    // (c_flags) set by reset, cleared by stop
-	CALLOUT_PENDING = 0x0004,   // (c_iflags) scheduled, not yet started
-	CALLOUT_MPSAFE = 0x0008,    // no lock
-	CALLOUT_PROCESSED = 0x0040, // (c_iflags) on the softclock's expired list
-	CALLOUT_DFRMIGRATION = 0x0080, // (c_iflags) moves CPU when its run ends
-};
-
 // The callout.  Locking key: (w) the wheel lock of the callout's CPU
 // (c_cpu; interrupts/callout.cc); (l) its lock (c_lock) or the wheel lock;
 // (a) atomic, relaxed (read racily by callout_pending/active, as in the
@@ -109,11 +114,12 @@ struct callout {
 // Initialise c: mpsafe false runs the handler with Giant held.  The callout
 // starts on CPU 0.  Context: any.
 void callout_init(callout *c, bool mpsafe) noexcept;
-// Initialise c with `lock` (a sleep mutex or an rwlock; spin mutexes and
-// sleepable locks panic "callout_init_lock: invalid lock class"): the
-// handler runs with it held; callout_reset/stop must be called with it
-// held, and then a call waiting for the lock is cancelled atomically.
-// flags: CALLOUT_RETURNUNLOCKED, CALLOUT_SHAREDLOCK.  Context: any.
+// Initialise c with `lock` (a sleep mutex, an rwlock, or a spin mutex,
+// which a C_DIRECT_EXEC callout needs; sleepable locks (sx) panic
+// "callout_init_lock: invalid lock class"): the handler runs with it held;
+// callout_reset/stop must be called with it held, and then a call waiting
+// for the lock is cancelled atomically.  flags: CALLOUT_RETURNUNLOCKED,
+// CALLOUT_SHAREDLOCK.  Context: any.
 void callout_init_lock(callout *c, lock_object *lock, int flags) noexcept;
 template <class L>
     requires requires(L &l) { { l.lo() } -> std::same_as<lock_object *>; }
@@ -133,7 +139,15 @@ callout_init_rw(callout *c, L &lock, int flags) noexcept
 // Schedule c: fn(arg) at `when` (relative, or a clock_ns() time with
 // C_ABSOLUTE) on `cpu` (NOCPU: the callout's current CPU), at the latest
 // `precision` later (see C_PREL and C_HARDCLOCK above; C_ABSOLUTE takes
-// `precision` as it is).  Returns 1 if a pending call was cancelled, else
+// `precision` as it is).  With C_DIRECT_EXEC the handler runs in the clock
+// interrupt of the CPU itself (the event timer's completion, primary
+// interrupt context: a spinlock section, TDF_INFILTER, WITNESS's filter
+// context), not in the softclock's ithread: it may take spin mutexes, wake
+// threads and fire events, never a sleep lock or a sleep (both panic, as in
+// a filter); the callout must have no lock or a spin mutex (a sleep lock,
+// Giant included, panics "callout_reset: C_DIRECT_EXEC callout ... may only
+// have a spin mutex").  A callout_async_drain() function of a direct
+// callout runs there too.  Returns 1 if a pending call was cancelled, else
 // 0.  Context: any but a signal handler; with the callout's lock held if
 // it has one (panics otherwise).
 int callout_reset_sbt_on(callout *c, std::chrono::nanoseconds when,

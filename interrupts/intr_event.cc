@@ -25,6 +25,11 @@
 // CPU's data.
 //
 // The protocol.
+//  0. Firing.  Every fire counts itself in ie_inflight for as long as it
+//     touches the event (intr_fire_begin/end); intr_event_destroy() sets
+//     ie_dying, then waits for ie_inflight to drain (seq_cst on both sides:
+//     either the destroy waits for the fire, or the fire sees ie_dying and
+//     panics, naming the misuse).
 //  1. Queueing.  The firer sets ie_queued 0 -> 1 (exchange, acq_rel); if it
 //     was already 1 the fire coalesces with the delivery in flight (a
 //     level-triggered line: the filters will run after the exchange in
@@ -75,9 +80,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <new>
 
 #include "runtime/config.h"
+#include "runtime/counters.h"
 #include "runtime/critical.h"
 #include "runtime/internal/intr_hook.h"
 #include "runtime/ktr.h"
@@ -114,7 +121,36 @@ home_cpu(const intr_event *ie, int ncpus) noexcept
 	return ncpus > 0 ? static_cast<int>(ie->ie_home_seq % static_cast<unsigned>(ncpus)) : 0;
 }
 
+// The start of every fire (protocol step 0): count the fire in ie_inflight
+// for as long as it touches the event, so that intr_event_destroy(), which
+// waits for ie_inflight to drain, never frees an event under a fire that
+// began before it (a filter chain-firing an event while another thread
+// destroys it).  A fire that begins after the destroy did is the caller's
+// bug: it panics while the event still exists, instead of writing into
+// freed memory later.  The seq_cst increment pairs with destroy's seq_cst
+// store of ie_dying before its first read of ie_inflight: either destroy
+// sees this fire and waits, or this fire sees ie_dying.
+void
+intr_fire_begin(intr_event *ie, const char *call) noexcept
+{
+	ie->ie_inflight.fetch_add(1, std::memory_order_seq_cst);
+	if (__builtin_expect(ie->ie_dying.load(std::memory_order_seq_cst) != 0, 0))
+		panic("%s() of event \"%s\" during or after its "
+		    "intr_event_destroy()", call, ie->ie_name);
+	ie->ie_fires.fetch_add(1, std::memory_order_relaxed);
+}
+
+// The end of a fire: give back the count of intr_fire_begin() (release:
+// the fire's last access to the event happens before destroy frees it).
+inline void
+intr_fire_end(intr_event *ie) noexcept
+{
+	ie->ie_inflight.fetch_sub(1, std::memory_order_release);
+}
+
 // Step 1.  Returns false if the fire coalesced with a queued delivery.
+// Called between intr_fire_begin() and intr_fire_end(), so the event
+// cannot be freed between the exchange and the increment.
 bool
 intr_enqueue(intr_event *ie, int cpu) noexcept
 {
@@ -479,6 +515,111 @@ ithread_update(intr_event *ie) noexcept
 		sched_prio(ie->ie_ithread, best);
 }
 
+// ---- hw.intr.<event>.<counter>: the event's statistics in the counter
+// tree (runtime/counters.h), as procedure nodes that read its relaxed
+// counters; registered by intr_event_create(), removed by
+// intr_event_destroy() (after which no procedure runs: the registry's lock
+// orders the removal with a read in progress).
+
+template <std::atomic<uint64_t> intr_event::*F>
+uint64_t
+ie_counter(void *arg) noexcept
+{
+	return (static_cast<intr_event *>(arg)->*F).load(std::memory_order_relaxed);
+}
+
+struct ie_counter_node {
+	const char *leaf;
+	const char *descr;
+	counter_proc_fn fn;
+};
+
+constexpr ie_counter_node g_ie_nodes[] = {
+	{"fires", "intr_event_fire*() calls", ie_counter<&intr_event::ie_fires>},
+	{"delivered", "passes over the filters", ie_counter<&intr_event::ie_delivered>},
+	{"handled", "passes some filter handled", ie_counter<&intr_event::ie_handled>},
+	{"scheduled", "passes that scheduled the ithread",
+	    ie_counter<&intr_event::ie_scheduled>},
+	{"stray", "passes nobody claimed", ie_counter<&intr_event::ie_stray>},
+	{"ithread_runs", "ithread passes over its handlers",
+	    ie_counter<&intr_event::ie_ithread_runs>},
+	{"storms", "ithread passes throttled as a storm",
+	    ie_counter<&intr_event::ie_storms>},
+};
+
+// The event's name as one component of a counter name: each run of
+// characters a counter name may not hold ("swi4: clock (0)") becomes one
+// '_', with none at either end ("swi4_clock_0").
+void
+counter_component(const char *name, char *out, size_t len) noexcept
+{
+	size_t n = 0;
+	bool gap = false;
+	for (const char *p = name; *p != '\0' && n + 2 < len; p++) {
+		char c = *p;
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '_' || c == '-';
+		if (!ok) {
+			gap = n > 0;
+			continue;
+		}
+		if (gap)
+			out[n++] = '_';
+		gap = false;
+		out[n++] = c;
+	}
+	if (n == 0)
+		out[n++] = '_';
+	out[n] = '\0';
+}
+
+// Register the event's nodes under hw.intr.<component>; a second live event
+// of the same name gets "<component>_2", and so on.  Leaves ie_cname empty
+// if no name could be had (the event works, uncounted in the tree).
+void
+ie_counters_register(intr_event *ie) noexcept
+{
+	char base[sizeof(ie->ie_cname) - 8];
+	counter_component(ie->ie_name, base, sizeof(base));
+	char node[sizeof(ie->ie_cname) + 32];
+	for (int dup = 1; dup < 1000; dup++) {
+		if (dup == 1)
+			std::snprintf(ie->ie_cname, sizeof(ie->ie_cname), "hw.intr.%s", base);
+		else
+			std::snprintf(ie->ie_cname, sizeof(ie->ie_cname), "hw.intr.%s_%d",
+			    base, dup);
+		size_t i = 0;
+		for (; i < std::size(g_ie_nodes); i++) {
+			std::snprintf(node, sizeof(node), "%s.%s", ie->ie_cname,
+			    g_ie_nodes[i].leaf);
+			if (counter_register_proc(node, g_ie_nodes[i].descr,
+				g_ie_nodes[i].fn, ie) != 0)
+				break;
+		}
+		if (i == std::size(g_ie_nodes))
+			return;
+		// Taken (or refused): undo what this try registered.
+		while (i-- > 0) {
+			std::snprintf(node, sizeof(node), "%s.%s", ie->ie_cname,
+			    g_ie_nodes[i].leaf);
+			counter_unregister(node);
+		}
+	}
+	ie->ie_cname[0] = '\0';
+}
+
+void
+ie_counters_unregister(intr_event *ie) noexcept
+{
+	if (ie->ie_cname[0] == '\0')
+		return;
+	char node[sizeof(ie->ie_cname) + 32];
+	for (const ie_counter_node &n : g_ie_nodes) {
+		std::snprintf(node, sizeof(node), "%s.%s", ie->ie_cname, n.leaf);
+		counter_unregister(node);
+	}
+}
+
 } // namespace
 
 // ---- Public calls.
@@ -512,6 +653,7 @@ intr_event_create(intr_event **iep, const char *name, int flags) noexcept
 	std::snprintf(ie->ie_name, sizeof(ie->ie_name), "%s", name);
 	ie->ie_flags = flags;
 	ie->ie_home_seq = g_home_seq.fetch_add(1, std::memory_order_relaxed);
+	ie_counters_register(ie);
 	*iep = ie;
 	return 0;
 }
@@ -528,15 +670,19 @@ intr_event_destroy(intr_event *ie) noexcept
 	}
 	thread *it = ie->ie_ithread;
 	ie->ie_lock.unlock();
-	// A delivery in flight (queued, or running its filter pass) ends on
-	// its own; pairs with intr_deliver's release decrement.
-	while (ie->ie_inflight.load(std::memory_order_acquire) != 0)
+	// Fires that began before this point finish; later ones panic (see
+	// intr_fire_begin()).  A delivery in flight (queued, or running its
+	// filter pass) ends on its own; pairs with intr_deliver's and
+	// intr_fire_end()'s release decrements.
+	ie->ie_dying.store(1, std::memory_order_seq_cst);
+	while (ie->ie_inflight.load(std::memory_order_seq_cst) != 0)
 		thread_sleep(std::chrono::microseconds(100));
 	if (it != nullptr) {
 		ie->ie_it_dying.store(1, std::memory_order_seq_cst);
 		schedule_ithread(ie);
 		thread_join(it);
 	}
+	ie_counters_unregister(ie);
 	delete ie;
 	return 0;
 }
@@ -578,7 +724,9 @@ intr_event_add_handler(intr_event *ie, const char *name, driver_filter_t filter,
 		attr.name = ie->ie_name;
 		attr.priority = pri;
 		thread *td;
-		int error = thread_create(&td, attr, [ie] { ithread_loop(ie); });
+		int error = thread_create_fn(&td, attr, [](void *p) {
+			ithread_loop(static_cast<intr_event *>(p));
+		}, ie);
 		if (error != 0) {
 			ie->ie_lock.unlock();
 			delete ih;
@@ -712,19 +860,23 @@ intr_event_bind(intr_event *ie, int cpu) noexcept
 int
 intr_event_fire(intr_event *ie) noexcept
 {
-	ie->ie_fires.fetch_add(1, std::memory_order_relaxed);
+	intr_fire_begin(ie, "intr_event_fire");
 	// An instant on the firer's track: the line raised.
 	ktr_event_record(KTR_USER, reinterpret_cast<uintptr_t>(ie),
 	    static_cast<uint64_t>(ie->ie_cpu.load(std::memory_order_relaxed)),
 	    ie->ie_name);
 	int ncpus = mp_ncpus();
-	if (ncpus == 0)
+	if (ncpus == 0) {
+		intr_fire_end(ie);
 		return ENXIO;
+	}
 	int bound = ie->ie_cpu.load(std::memory_order_relaxed);
 	if (curpcpu() == nullptr) {
 		// A foreign OS thread (or the hardclock): the remote path.
 		int target = bound != NOCPU ? bound : home_cpu(ie, ncpus);
-		if (intr_enqueue(ie, target))
+		bool kick = intr_enqueue(ie, target);
+		intr_fire_end(ie);
+		if (kick)
 			sched_intr_kick(target);
 		return 0;
 	}
@@ -734,12 +886,14 @@ intr_event_fire(intr_event *ie) noexcept
 	int target = bound != NOCPU ? bound : me;
 	if (target != me) {
 		bool kick = intr_enqueue(ie, target);
+		intr_fire_end(ie);
 		critical_exit();
 		if (kick)
 			sched_intr_kick(target);
 		return 0;
 	}
 	intr_enqueue(ie, me);
+	intr_fire_end(ie); // the queued delivery holds its own count now
 	thread *td = curthread();
 	if (td->td_spinlock_count == 0 && g_ic[me].ic_nest == 0)
 		intr_deliver(pc);
@@ -753,13 +907,17 @@ intr_event_fire(intr_event *ie) noexcept
 int
 intr_event_fire_async(intr_event *ie) noexcept
 {
-	ie->ie_fires.fetch_add(1, std::memory_order_relaxed);
+	intr_fire_begin(ie, "intr_event_fire_async");
 	int ncpus = mp_ncpus();
-	if (ncpus == 0)
+	if (ncpus == 0) {
+		intr_fire_end(ie);
 		return ENXIO;
+	}
 	int bound = ie->ie_cpu.load(std::memory_order_relaxed);
 	int target = bound != NOCPU ? bound : home_cpu(ie, ncpus);
-	if (!intr_enqueue(ie, target))
+	bool queued = intr_enqueue(ie, target);
+	intr_fire_end(ie);
+	if (!queued)
 		return 0;
 	pcpu *pc = curpcpu();
 	if (pc != nullptr && pc->pc_cpuid == target) {

@@ -45,17 +45,18 @@
 
 namespace usmp {
 
-// Filter results (sys/bus.h).
+// The interrupt constants, in one place as in sys/bus.h and sys/interrupt.h
+// (one enum: flags of different kinds combine without enum-enum
+// conversions).
 enum : int {
+	// Filter results (sys/bus.h).
 	FILTER_STRAY = 0x01,
 	FILTER_HANDLED = 0x02,
 	FILTER_SCHEDULE_THREAD = 0x04,
-};
 
-// Handler flags (sys/bus.h INTR_*).  The type flags choose a priority for
-// intr_priority(); INTR_EXCL asks for an event of its own; INTR_MPSAFE runs
-// the ithread handler without Giant.
-enum : int {
+	// Handler flags (sys/bus.h INTR_*).  The type flags choose a priority
+	// for intr_priority(); INTR_EXCL asks for an event of its own;
+	// INTR_MPSAFE runs the ithread handler without Giant.
 	INTR_TYPE_TTY = 1,
 	INTR_TYPE_BIO = 2,
 	INTR_TYPE_NET = 4,
@@ -65,11 +66,27 @@ enum : int {
 	INTR_TYPE_AV = 64,
 	INTR_EXCL = 256,
 	INTR_MPSAFE = 512,
-};
 
-// Event flags (intr_event_create).
-enum : int {
+	// Event flags (intr_event_create).
 	IE_SOFT = 0x0001, // a software interrupt (swi(9)): ih_need per handler
+
+	// Software interrupt priorities (sys/interrupt.h; swi_add(), whose
+	// handler's ithread priority is PI_SWI(pri), interrupts/swi.h).
+	SWI_TTY = 0,
+	SWI_NET = 1,
+	SWI_CAMBIO = 2,
+	SWI_VM = 3,
+	SWI_CLOCK = 4,
+	SWI_TQ_FAST = 5,
+	SWI_TQ = 6,
+	SWI_TQ_GIANT = 6,
+
+	// swi_sched() flags (interrupts/swi.h).
+	SWI_DELAY = 0x2,   // mark it needed, but do not wake the ithread: it
+			   // runs the next time the ithread runs for another
+			   // reason
+	SWI_FROMNMI = 0x4, // from a signal handler: async-signal-safe (through
+			   // the event's CPU, see intr_event_fire_async())
 };
 
 using driver_filter_t = int (*)(void *arg);
@@ -89,7 +106,12 @@ int intr_priority(int flags) noexcept;
 int intr_event_create(intr_event **iep, const char *name, int flags = 0) noexcept;
 
 // Destroy an event with no handlers left: EBUSY if it still has some.
-// Waits until a delivery of the event in flight on any CPU is over.
+// Waits until the fires that began before it returned and the deliveries
+// of the event in flight on any CPU are over.  A fire that begins once the
+// destroy has begun panics ("intr_event_fire() of event ... during or after
+// its intr_event_destroy()") while the event still exists; after the
+// destroy returned the event is freed.  So stop every firer, filters that
+// chain-fire it included (remove their handlers first), before destroying.
 // Context: may sleep.
 int intr_event_destroy(intr_event *ie) noexcept;
 

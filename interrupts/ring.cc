@@ -97,9 +97,11 @@
 #include "interrupts/intr_event.h"
 #include "interrupts/ring.h"
 #include "runtime/config.h"
+#include "runtime/context.h"
 #include "runtime/critical.h"
 #include "runtime/internal/idle.h"
 #include "runtime/internal/intr_hook.h"
+#include "runtime/internal/sim.h"
 #include "runtime/machine.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
@@ -476,9 +478,15 @@ bool
 ring_pending(pcpu *pc) noexcept
 {
 	ring_cpu *rc = &g_rc[pc->pc_cpuid];
+	// Another thread's ring: io_uring_cq_ready() reads the CQ head
+	// plainly, as only the ring's owner may, while the owner advances it
+	// (a data race, ThreadSanitizer says).  Both indices are read here
+	// atomically; the answer stays a racy hint, re-checked by the owner.
+	const io_uring_cq &cq = rc->rc_ring.cq;
+	unsigned tail = __atomic_load_n(cq.ktail, __ATOMIC_ACQUIRE);
+	unsigned head = __atomic_load_n(cq.khead, __ATOMIC_RELAXED);
 	bool pending = rc->rc_waiting.load(std::memory_order_relaxed) == 0 &&
-	    (io_uring_cq_ready(&rc->rc_ring) != 0 ||
-		io_uring_cq_has_overflow(&rc->rc_ring));
+	    (tail != head || io_uring_cq_has_overflow(&rc->rc_ring));
 	if (!pending)
 		return false;
 	if (g_ring_ie_ready.load(std::memory_order_acquire)) {
@@ -516,8 +524,14 @@ void
 hook_boot(int ncpus) noexcept
 {
 	idle_backend_install(nullptr);
+	// Simulated (runtime/sim.h): no ring; the simulation is the idle
+	// backend and the event timer.
+	if (sim_active())
+		return;
 	const char *env = std::getenv("USMP_IDLE_BACKEND");
 	if (env != nullptr && std::strcmp(env, "futex") == 0)
+		return;
+	if (context_under_valgrind()) // see runtime/context.h
 		return;
 	void *mem = ::operator new[](sizeof(ring_cpu) * ncpus, std::align_val_t(64),
 	    std::nothrow);
@@ -655,6 +669,8 @@ intr_controller_sysinit() noexcept
 bool
 ring_timer_arm(uint64_t deadline_ns) noexcept
 {
+	if (sim_active())
+		return sim_timer_arm(deadline_ns);
 	ring_cpu *rc = ring_self();
 	if (rc == nullptr)
 		return false;
@@ -668,12 +684,13 @@ void
 ring_timer_set_handler(clock_intr_fn fn) noexcept
 {
 	g_clock_intr.store(fn, std::memory_order_release);
+	sim_set_clock_intr(fn);
 }
 
 bool
 ring_timer_enabled() noexcept
 {
-	return g_rc != nullptr;
+	return g_rc != nullptr || sim_active();
 }
 
 bool

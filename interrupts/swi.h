@@ -16,31 +16,14 @@
 
 namespace usmp {
 
-// Software interrupt priorities (sys/interrupt.h): the handler's ithread
-// priority is PI_SWI(pri).
-enum : int {
-	SWI_TTY = 0,
-	SWI_NET = 1,
-	SWI_CAMBIO = 2,
-	SWI_VM = 3,
-	SWI_CLOCK = 4,
-	SWI_TQ_FAST = 5,
-	SWI_TQ = 6,
-	SWI_TQ_GIANT = 6,
-};
+// The SWI_* priorities and the swi_sched() flags (SWI_DELAY, SWI_FROMNMI)
+// are with the other interrupt constants in interrupts/intr_event.h.
+// A handler's ithread priority:
 constexpr int
 PI_SWI(int pri) noexcept
 {
 	return PI_SOFT + pri;
 }
-
-// swi_sched() flags.
-enum : int {
-	SWI_DELAY = 0x2,   // mark it needed, but do not wake the ithread: it runs
-			   // the next time the ithread runs for another reason
-	SWI_FROMNMI = 0x4, // from a signal handler: async-signal-safe (through
-			   // the event's CPU, see intr_event_fire_async())
-};
 
 // Add a software interrupt handler.  If *eventp is a (soft) event, the
 // handler joins it; otherwise a new event named "swi<pri>: <name>" is made

@@ -337,8 +337,8 @@ taskqueue_start_threads(taskqueue **tqp, int count, int pri,
 		thread_attr attr;
 		attr.name = tname;
 		attr.priority = pri;
-		int error = thread_create(&tq->tq_threads[i], attr,
-		    [tq] { thread_loop(tq); });
+		int error = thread_create_fn(&tq->tq_threads[i], attr,
+		    [](void *p) { thread_loop(static_cast<taskqueue *>(p)); }, tq);
 		if (error != 0) {
 			// Keep what started; they stop at taskqueue_free.
 			tq->tq_tcount = i;

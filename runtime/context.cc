@@ -139,6 +139,12 @@ context_make(context *c, void *lo, void *top, context_entry_fn entry) noexcept
 	sctx.sp = top;
 	sctx.size = static_cast<std::size_t>(static_cast<char *>(top) -
 	    static_cast<char *>(lo));
+#if USMP_HAVE_VALGRIND
+	// Before the fiber writes its record at the top of the new stack:
+	// Valgrind takes writes to an unregistered stack for writes below
+	// some thread's stack pointer.
+	c->c_vg_stack = VALGRIND_STACK_REGISTER(lo, top);
+#endif
 	bctx::preallocated palloc(top, sctx.size, sctx);
 	bctx::fiber f(std::allocator_arg, palloc, no_dealloc{},
 	    [entry](bctx::fiber &&from) -> bctx::fiber {
@@ -154,9 +160,6 @@ context_make(context *c, void *lo, void *top, context_entry_fn entry) noexcept
 	c->c_made = true;
 #if USMP_SANITIZE_THREAD
 	c->c_tsan_fiber = __tsan_create_fiber(0);
-#endif
-#if USMP_HAVE_VALGRIND
-	c->c_vg_stack = VALGRIND_STACK_REGISTER(lo, top);
 #endif
 }
 
@@ -202,6 +205,16 @@ context_forget(context *c) noexcept
 	c->c_tsan_fiber = nullptr;
 	c->c_vg_stack = 0;
 	c->c_made = false;
+}
+
+bool
+context_under_valgrind() noexcept
+{
+#if USMP_HAVE_VALGRIND
+	return RUNNING_ON_VALGRIND != 0;
+#else
+	return false;
+#endif
 }
 
 } // namespace usmp

@@ -75,4 +75,11 @@ context_save(context *dst, const context &from) noexcept
 // Releases its ThreadSanitizer fiber and Valgrind stack registration.
 void context_forget(context *c) noexcept;
 
+// True when the process runs under Valgrind (its client request; false when
+// built without valgrind/valgrind.h).  Valgrind 3.19 treats io_uring_enter as
+// a system call that does not block, and its signal handling then asserts
+// when the preemption signal lands in a CPU waiting in its ring; the
+// interrupt controller uses the futex backend instead.  Context: any.
+bool context_under_valgrind() noexcept;
+
 } // namespace usmp

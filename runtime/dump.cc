@@ -57,6 +57,16 @@ namespace usmp {
 namespace {
 
 std::atomic<thread_dump_locks_fn> g_locks_hook{nullptr};
+std::atomic<thread_dump_blocked_fn> g_blocked_hook{nullptr};
+
+// The threads a dump lists, read first, under their lists' locks: a blocked
+// thread's owner is named from here, by pointer, so that the dump never
+// dereferences an owner that may have exited since.
+struct known_thread {
+	const thread *kt_td;
+	int kt_tid;
+	char kt_name[sizeof(thread::td_name)];
+};
 counter_u64 c_dumps("kern.dump.count", "thread dumps written");
 
 std::atomic<int> g_dump_fd{-1}; // the pipe's write end, for the handler
@@ -77,7 +87,8 @@ emit_line(void *ctx, const char *line)
 // One thread's lines.  Requires its live-thread list's lock (td cannot be
 // freed meanwhile).
 void
-describe(std::string &out, const thread *td)
+describe(std::string &out, const thread *td,
+    const std::vector<known_thread> &known)
 {
 	// Racy reads (see dump.h): one load of each field.
 	td_state_t st = __atomic_load_n(&td->td_state, __ATOMIC_RELAXED);
@@ -101,8 +112,28 @@ describe(std::string &out, const thread *td)
 		n += std::snprintf(buf + n, sizeof(buf) - n, ", bound to cpu%d",
 		    td->td_bound_cpu);
 	if (st == TDS_INHIBITED && (wchan != nullptr || wmesg != nullptr))
-		std::snprintf(buf + n, sizeof(buf) - n, ", wchan %p \"%s\"", wchan,
-		    wmesg != nullptr ? wmesg : "");
+		n += std::snprintf(buf + n, sizeof(buf) - n, ", wchan %p \"%s\"",
+		    wchan, wmesg != nullptr ? wmesg : "");
+	thread_dump_blocked_fn blocked =
+	    g_blocked_hook.load(std::memory_order_acquire);
+	char what[160];
+	const thread *owner = nullptr;
+	if (st == TDS_INHIBITED && blocked != nullptr &&
+	    blocked(td, what, sizeof(what), &owner)) {
+		const known_thread *k = nullptr;
+		for (const known_thread &kt : known)
+			if (kt.kt_td == owner)
+				k = &kt;
+		if (owner == nullptr)
+			std::snprintf(buf + n, sizeof(buf) - n, " (%s, no owner)", what);
+		else if (k != nullptr)
+			std::snprintf(buf + n, sizeof(buf) - n,
+			    " (%s, owner \"%s\" tid %d)", what, k->kt_name, k->kt_tid);
+		else
+			std::snprintf(buf + n, sizeof(buf) - n,
+			    " (%s, owner %p, not a listed thread)", what,
+			    static_cast<const void *>(owner));
+	}
 	out += buf;
 	out += '\n';
 	thread_dump_locks_fn hook = g_locks_hook.load(std::memory_order_acquire);
@@ -113,6 +144,23 @@ describe(std::string &out, const thread *td)
 			out += "    locks held:\n";
 			out += locks;
 		}
+	}
+}
+
+// Call fn(td) for every live thread, each list walked under its lock (a
+// spin lock: fn must not sleep, and td is valid only during the call).
+template <class F>
+void
+for_each_listed(int ncpus, F fn)
+{
+	for (int l = 0; l <= ncpus; l++) {
+		thread_list &tl = g_machine.ms_threads[l];
+		spinlock_enter();
+		tl.tl_lock.lock();
+		for (thread *td = tl.tl_head; td != nullptr; td = td->td_allnext)
+			fn(td);
+		tl.tl_lock.unlock();
+		spinlock_exit();
 	}
 }
 
@@ -156,6 +204,12 @@ thread_dump_set_locks_hook(thread_dump_locks_fn fn) noexcept
 }
 
 void
+thread_dump_set_blocked_hook(thread_dump_blocked_fn fn) noexcept
+{
+	g_blocked_hook.store(fn, std::memory_order_release);
+}
+
+void
 thread_dump(std::FILE *f) noexcept
 {
 	std::string out;
@@ -187,16 +241,22 @@ thread_dump(std::FILE *f) noexcept
 				out += buf;
 			}
 		}
+		// Reserved before the lists are locked (no allocation under a
+		// spin lock); threads made meanwhile beyond it go unnamed.
+		std::vector<known_thread> known;
+		known.reserve(static_cast<std::size_t>(machine_live_threads()) +
+		    static_cast<std::size_t>(ncpus) + 256);
+		for_each_listed(ncpus, [&](const thread *td) {
+			known_thread kt{td, td->td_tid, {}};
+			std::memcpy(kt.kt_name, td->td_name, sizeof(kt.kt_name));
+			kt.kt_name[sizeof(kt.kt_name) - 1] = '\0';
+			if (known.size() < known.capacity())
+				known.push_back(kt); // no allocation here
+		});
 		out += "threads:\n";
-		for (int l = 0; l <= ncpus; l++) {
-			thread_list &tl = g_machine.ms_threads[l];
-			spinlock_enter();
-			tl.tl_lock.lock();
-			for (thread *td = tl.tl_head; td != nullptr; td = td->td_allnext)
-				describe(out, td);
-			tl.tl_lock.unlock();
-			spinlock_exit();
-		}
+		for_each_listed(ncpus, [&](const thread *td) {
+			describe(out, td, known);
+		});
 	} catch (...) {
 		out += "usmp: thread dump: out of memory\n";
 	}

@@ -9,9 +9,12 @@
 // A dump reads other threads' fields without their thread locks (as ddb's
 // `ps` does): a thread that changes state meanwhile may be shown in its old
 // or new state, never torn into freed memory (the live-thread lists are
-// locked while they are walked).
+// locked while they are walked).  A thread blocked on a lock is shown with
+// the lock's owner, e.g. `wchan 0x... "so_rcv" (sleep mutex "so_rcv",
+// owner "reader" tid 7)`: the kernel's `show turnstile`, inline.
 #pragma once
 
+#include <cstddef>
 #include <cstdio>
 
 namespace usmp {
@@ -31,5 +34,15 @@ void thread_dump(std::FILE *f) noexcept;
 using thread_dump_locks_fn = void (*)(const thread *td,
     void (*emit)(void *ctx, const char *line), void *ctx);
 void thread_dump_set_locks_hook(thread_dump_locks_fn fn) noexcept;
+
+// The hook the dump calls for a thread blocked on a lock, to name the lock
+// and its owner (sync/ installs it): it writes the lock's class and name to
+// buf and returns true, with *owner the owning thread or null (none, or
+// anonymous readers).  Same context as the locks hook.  The dump names the
+// owner only if it is one of the threads it lists, and never dereferences
+// it otherwise (a stale owner may be gone).
+using thread_dump_blocked_fn = bool (*)(const thread *td, char *buf,
+    std::size_t len, const thread **owner);
+void thread_dump_set_blocked_hook(thread_dump_blocked_fn fn) noexcept;
 
 } // namespace usmp

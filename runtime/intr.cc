@@ -6,8 +6,35 @@
 // IPI to a parked CPU goes through the idle backend (runtime/internal/idle.h):
 // a message on the CPU's io_uring (interrupts/ring.cc), or a futex wake on
 // its park word when no ring could be set up.  The hardclock is one
-// OS thread that ticks `hz` times a second, keeps the coarse clock, and lets
-// the scheduler mark ended time slices, due timers and spare work.
+// OS thread that ticks `hz` times a second while some CPU is busy, keeps the
+// coarse clock, and lets the scheduler mark ended time slices, due timers
+// and spare work.
+//
+// Tickless idle (FreeBSD's "no_hz" idle: a CPU that goes idle stops its
+// periodic timer).  While every CPU is parked in its idle backend there is
+// nothing for a tick to do: no slice can end, no busy CPU has interrupts
+// waiting, the balancer has no busy CPU to take work from, and each parked
+// CPU waits with its own deadline (its next timer, its event timer).  The
+// hardclock then sleeps until the first timeout of its heap, or until a
+// subsystem says it needs the tick (sysinit::si_tick_wanted: the callout
+// wheels without rings), or until a CPU leaves its park.  The protocol:
+//  1. cpu_park() counts the CPU in g_parked (seq_cst) before the backend
+//     wait, and out after it;
+//  2. the hardclock, before a sleep, stores g_hc_idle = 1 (seq_cst), then
+//     reads g_parked (seq_cst): if some CPU is not parked it clears
+//     g_hc_idle and sleeps until its next tick as before;
+//  3. a CPU leaving its park, after its decrement, reads g_hc_idle
+//     (seq_cst); if set, it exchanges it to 0 and wakes the hardclock (a
+//     g_hc_word bump and a futex wake).  Steps 2 and 3 are a Dekker pair:
+//     either the hardclock sees the CPU unparked and keeps ticking, or the
+//     CPU sees the hardclock idle and wakes it.  The word is read before
+//     step 2, so a wake between step 2 and the futex wait is not lost;
+//  4. woken by a CPU, the hardclock ticks at once (the clock-derived tick
+//     number jumps over the idle time), so the scheduler's tick count is
+//     fresh when the CPU's first time slice starts.
+// ticks() is derived from the clock ((now - boot) / period), so it stays
+// meaningful across idle time; kern.clock.hardclock.wakeups and .ticks
+// count the hardclock's wakes and tick passes.
 //
 // The preemption signal handler runs on the interrupted green thread's own
 // stack (not the alternate stack: a switch from inside the handler must
@@ -36,13 +63,16 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <mutex>
 #include <thread>
 
+#include "runtime/counters.h"
 #include "runtime/critical.h"
 #include "runtime/internal/idle.h"
 #include "runtime/internal/intr_hook.h"
 #include "runtime/internal/machine.h"
 #include "runtime/internal/seam.h"
+#include "runtime/internal/sim.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
 
@@ -53,9 +83,21 @@ namespace {
 constexpr int SIGPREEMPT = SIGURG;
 
 std::atomic<uint64_t> g_coarse_ns{0};
-std::atomic<uint64_t> g_ticks{0};
+std::atomic<uint64_t> g_boot_ns{0};   // the clock at hardclock_start()
+std::atomic<uint64_t> g_period_ns{1000000};
+std::atomic<uint64_t> g_ticks_at_stop{0}; // ticks() while no machine runs
+std::atomic<uint64_t> g_ticks{0};      // the last tick the hardclock ran
 std::atomic<bool> g_hardclock_run{false};
 std::thread g_hardclock;
+
+// Tickless idle (the protocol at the top).
+// CPUs inside cpu_park()'s backend wait.  Never reset: each park's
+// increment is matched by its decrement, and a CPU may park before the
+// hardclock starts.
+std::atomic<int> g_parked{0};
+std::atomic<int> g_hc_idle{0};       // the hardclock sleeps without a tick
+std::atomic<uint64_t> g_hc_wakeups{0}; // kern.clock.hardclock.wakeups
+std::atomic<uint64_t> g_hc_ticks{0};   // kern.clock.hardclock.ticks
 
 // The timeouts (a binary heap on to_deadline) and the hardclock's wake word.
 // Locking key: (h) g_to_lock.
@@ -64,6 +106,7 @@ timeout **g_to_heap = nullptr; // (h)
 int g_to_n = 0, g_to_cap = 0;  // (h)
 std::atomic<uint64_t> g_hc_wake_at{0}; // when the hardclock plans to wake
 std::atomic<uint32_t> g_hc_word{0};    // bumped to wake it early
+uint64_t g_sim_boot_ns = 0;            // simulated: virtual time at boot
 
 inline void
 to_set(int i, timeout *t) noexcept
@@ -148,15 +191,14 @@ timeouts_next() noexcept
 	return d;
 }
 
+// The preemption signal's work on CPU pc.  uc: the interrupted context, or
+// null at a simulated interrupt point (runtime/sim.cc), where sim_switch
+// says whether the thread may be switched there (it stands in for the
+// code-map test: a simulated point is a call, never an arbitrary
+// instruction).
 void
-preempt_handler(int, siginfo_t *, void *ucv) noexcept
+preempt_deliver(pcpu *pc, const ucontext_t *uc, bool sim_switch) noexcept
 {
-	int saved_errno = errno;
-	pcpu *pc = curpcpu_fast();
-	if (pc == nullptr || pc->pc_sched == nullptr) {
-		errno = saved_errno;
-		return;
-	}
 	pc->pc_ipi_pending.store(0, std::memory_order_relaxed);
 	pc->pc_cnt_ipis++;
 	thread *td = pc->pc_curthread;
@@ -190,15 +232,18 @@ preempt_handler(int, siginfo_t *, void *ucv) noexcept
 	}
 	std::atomic_signal_fence(std::memory_order_seq_cst);
 	td->td_critnest = crit;
-	if (owe == 0 || (td->td_flags & TDF_IDLETD)) {
-		errno = saved_errno;
+	if (owe == 0 || (td->td_flags & TDF_IDLETD))
 		return;
+	bool async;
+	if (uc == nullptr) {
+		async = crit == 0 && spin == 0 && sim_switch;
+	} else {
+		uintptr_t rip =
+		    static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
+		async = crit == 0 && spin == 0 &&
+		    ((owe & OWEPREEMPT_PRI) || g_machine.ms_config.full_preemption) &&
+		    codemap_preemptible(rip);
 	}
-	auto *uc = static_cast<ucontext_t *>(ucv);
-	uintptr_t rip = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
-	bool async = crit == 0 && spin == 0 &&
-	    ((owe & OWEPREEMPT_PRI) || g_machine.ms_config.full_preemption) &&
-	    codemap_preemptible(rip);
 	if (!async) {
 		td->td_owepreempt = td->td_owepreempt | owe;
 		// Outside any critical section but in code that may not be
@@ -206,7 +251,6 @@ preempt_handler(int, siginfo_t *, void *ucv) noexcept
 		// preemption point, so have the hardclock signal again.
 		if (crit == 0 && spin == 0 && (owe & OWEPREEMPT_PRI))
 			sched_ipi_retry(pc);
-		errno = saved_errno;
 		return;
 	}
 	pc->pc_cnt_async_preempt++;
@@ -218,6 +262,15 @@ preempt_handler(int, siginfo_t *, void *ucv) noexcept
 	mi_switch(SW_INVOL | SWT_ASYNC |
 	    ((owe & OWEPREEMPT_PRI) ? SW_PREEMPT : SWT_SLICE));
 	td->td_pinned--;
+}
+
+void
+preempt_handler(int, siginfo_t *, void *ucv) noexcept
+{
+	int saved_errno = errno;
+	pcpu *pc = curpcpu_fast();
+	if (pc != nullptr && pc->pc_sched != nullptr)
+		preempt_deliver(pc, static_cast<ucontext_t *>(ucv), false);
 	errno = saved_errno;
 }
 
@@ -280,6 +333,19 @@ intr_pending_kick() noexcept
 	}
 }
 
+// Step 3 of the tickless protocol: a CPU left its park; wake the
+// hardclock if it sleeps without a tick.
+inline void
+hardclock_resume() noexcept
+{
+	if (g_hc_idle.load(std::memory_order_seq_cst) == 0)
+		return;
+	if (g_hc_idle.exchange(0, std::memory_order_seq_cst) == 0)
+		return;
+	g_hc_word.fetch_add(1, std::memory_order_seq_cst);
+	futex_word(&g_hc_word, FUTEX_WAKE_PRIVATE, 1, nullptr);
+}
+
 void
 hardclock_main() noexcept
 {
@@ -289,36 +355,71 @@ hardclock_main() noexcept
 	sigemptyset(&set);
 	sigaddset(&set, SIGPREEMPT);
 	pthread_sigmask(SIG_BLOCK, &set, nullptr);
-	int hz = g_machine.ms_config.hz > 0 ? g_machine.ms_config.hz : 1000;
-	uint64_t period = 1000000000ull / hz;
-	uint64_t next_tick = clock_ns() + period;
-	uint64_t t = 0;
+	const uint64_t period = g_period_ns.load(std::memory_order_relaxed);
+	const uint64_t boot = g_boot_ns.load(std::memory_order_relaxed);
+	const int ncpus = g_machine.ms_ncpus;
+	uint64_t next_tick = boot + period;
 	while (g_hardclock_run.load(std::memory_order_acquire)) {
 		// Sleep until the next tick or the first timeout, whichever
 		// comes first; timeout_arm() wakes us if it brings that closer.
+		// With every CPU parked and no subsystem wanting the tick, sleep
+		// without a tick (steps 2 and 3 of the protocol at the top).
 		uint32_t word = g_hc_word.load(std::memory_order_acquire);
 		uint64_t to = timeouts_next();
-		uint64_t wake = to < next_tick ? to : next_tick;
+		g_hc_idle.store(1, std::memory_order_seq_cst);
+		bool tickless = g_parked.load(std::memory_order_seq_cst) >= ncpus &&
+		    !sysinit_tick_wanted();
+		if (!tickless)
+			g_hc_idle.store(0, std::memory_order_relaxed);
+		uint64_t wake = tickless ? to : (to < next_tick ? to : next_tick);
 		g_hc_wake_at.store(wake, std::memory_order_seq_cst);
 		if (g_hc_word.load(std::memory_order_seq_cst) == word) {
 			struct timespec ts;
 			ts.tv_sec = static_cast<time_t>(wake / 1000000000ull);
 			ts.tv_nsec = static_cast<long>(wake % 1000000000ull);
-			futex_word(&g_hc_word, FUTEX_WAIT_BITSET_PRIVATE, word, &ts);
+			futex_word(&g_hc_word, FUTEX_WAIT_BITSET_PRIVATE, word,
+			    wake == UINT64_MAX ? nullptr : &ts);
 		}
+		g_hc_wakeups.fetch_add(1, std::memory_order_relaxed);
+		// Woken by a CPU that left its park (step 4: tick now), or by
+		// a timeout or a deadline.
+		bool resumed = tickless &&
+		    g_hc_idle.exchange(0, std::memory_order_seq_cst) == 0;
 		uint64_t now = clock_ns();
-		timeouts_fire(now);
-		if (now < next_tick)
-			continue;
-		next_tick += period;
-		if (next_tick <= now) // fell behind (a loaded host): skip ahead
-			next_tick = now + period;
 		g_coarse_ns.store(now, std::memory_order_relaxed);
-		g_ticks.store(++t, std::memory_order_relaxed);
+		timeouts_fire(now);
+		if (now < next_tick && !resumed)
+			continue;
+		// The tick number comes from the clock: after a loaded host
+		// held us back, or an idle stretch, it skips ahead.
+		uint64_t t = (now - boot) / period;
+		next_tick = boot + (t + 1) * period;
+		g_hc_ticks.fetch_add(1, std::memory_order_relaxed);
+		g_ticks.store(t, std::memory_order_relaxed);
 		sched_hardclock(t);
 		intr_pending_kick();
 		sysinit_tick(t);
 	}
+}
+
+void
+hardclock_counters_register() noexcept
+{
+	static std::once_flag once;
+	std::call_once(once, [] {
+		counter_register_proc("kern.clock.hardclock.wakeups",
+		    "times the hardclock thread woke (ticks, timeouts, CPUs "
+		    "leaving their park)",
+		    [](void *) -> uint64_t {
+			    return g_hc_wakeups.load(std::memory_order_relaxed);
+		    });
+		counter_register_proc("kern.clock.hardclock.ticks",
+		    "hardclock tick passes (scheduler, interrupt kicks, "
+		    "subsystem tick hooks)",
+		    [](void *) -> uint64_t {
+			    return g_hc_ticks.load(std::memory_order_relaxed);
+		    });
+	});
 }
 
 } // namespace
@@ -326,6 +427,8 @@ hardclock_main() noexcept
 uint64_t
 clock_ns() noexcept
 {
+	if (sim_active())
+		return sim_clock_ns();
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull +
@@ -341,7 +444,13 @@ coarse_ns() noexcept
 uint64_t
 ticks() noexcept
 {
-	return g_ticks.load(std::memory_order_relaxed);
+	if (sim_active()) // virtual time: the simulated hardclock's count
+		return g_ticks.load(std::memory_order_relaxed);
+	if (!g_hardclock_run.load(std::memory_order_relaxed))
+		return g_ticks_at_stop.load(std::memory_order_relaxed);
+	uint64_t boot = g_boot_ns.load(std::memory_order_relaxed);
+	uint64_t now = clock_ns();
+	return now > boot ? (now - boot) / g_period_ns.load(std::memory_order_relaxed) : 0;
 }
 
 void
@@ -404,6 +513,10 @@ ipi_preempt(pcpu *pc) noexcept
 {
 	// One signal in flight per CPU is enough: the handler reads every
 	// reason from the tdq.
+	if (sim_active()) {
+		sim_ipi(pc);
+		return;
+	}
 	if (pc->pc_ipi_pending.exchange(1, std::memory_order_relaxed) != 0)
 		return;
 	pthread_kill(pc->pc_pthread, SIGPREEMPT);
@@ -426,13 +539,22 @@ void
 ipi_wake(pcpu *pc, std::atomic<uint32_t> *word) noexcept
 {
 	idle_backend_current()->ib_wake(pc, word);
+	// The CPU we woke will need ticks: wake the hardclock from here, after
+	// the IPI, so that the woken CPU usually finds it awake and does not
+	// pay for the wake on its way to the thread it was woken for (step 3
+	// of the tickless protocol stays the rule; this only runs it early).
+	hardclock_resume();
 }
 
 void
 cpu_park(pcpu *pc, std::atomic<uint32_t> *word, uint32_t val,
     uint64_t deadline_ns) noexcept
 {
+	// Steps 1 and 3 of the tickless protocol (top of this file).
+	g_parked.fetch_add(1, std::memory_order_seq_cst);
 	idle_backend_current()->ib_wait(pc, word, val, deadline_ns);
+	g_parked.fetch_sub(1, std::memory_order_seq_cst);
+	hardclock_resume();
 }
 
 int
@@ -445,8 +567,22 @@ cpu_intr_poll(pcpu *pc) noexcept
 void
 hardclock_start() noexcept
 {
-	g_coarse_ns.store(clock_ns(), std::memory_order_relaxed);
+	int hz = g_machine.ms_config.hz > 0 ? g_machine.ms_config.hz : 1000;
+	uint64_t now = clock_ns();
+	g_period_ns.store(1000000000ull / static_cast<uint64_t>(hz),
+	    std::memory_order_relaxed);
+	g_boot_ns.store(now, std::memory_order_relaxed);
+	g_coarse_ns.store(now, std::memory_order_relaxed);
 	g_ticks.store(0, std::memory_order_relaxed);
+	g_hc_idle.store(0, std::memory_order_relaxed);
+	hardclock_counters_register();
+	if (sim_active()) {
+		// The hardclock is a simulated agent (runtime/sim.cc), which
+		// calls hardclock_sim_run() when virtual time reaches
+		// hardclock_sim_next().
+		g_sim_boot_ns = now;
+		return;
+	}
 	g_hardclock_run.store(true, std::memory_order_release);
 	g_hardclock = std::thread(hardclock_main);
 }
@@ -454,11 +590,56 @@ hardclock_start() noexcept
 void
 hardclock_stop() noexcept
 {
+	if (sim_active()) {
+		sim_stop_hardclock();
+		return;
+	}
+	g_ticks_at_stop.store(ticks(), std::memory_order_relaxed);
 	g_hardclock_run.store(false, std::memory_order_release);
 	g_hc_word.fetch_add(1, std::memory_order_seq_cst);
 	futex_word(&g_hc_word, FUTEX_WAKE_PRIVATE, 1, nullptr);
 	if (g_hardclock.joinable())
 		g_hardclock.join();
+}
+
+// The simulated hardclock (runtime/sim.cc's hardclock agent, which may spin
+// and hand the OS thread back like a CPU): the timeouts due, then the tick
+// that virtual time has reached.  Ticks count virtual periods since boot;
+// after a jump of virtual time (every CPU idle) several are skipped at
+// once, as a tickless kernel's are.
+void
+hardclock_sim_run(uint64_t now) noexcept
+{
+	timeouts_fire(now);
+	int hz = g_machine.ms_config.hz > 0 ? g_machine.ms_config.hz : 1000;
+	uint64_t period = 1000000000ull / static_cast<uint64_t>(hz);
+	uint64_t t = (now - g_sim_boot_ns) / period;
+	if (t <= g_ticks.load(std::memory_order_relaxed))
+		return;
+	g_coarse_ns.store(now, std::memory_order_relaxed);
+	g_ticks.store(t, std::memory_order_relaxed);
+	sched_hardclock(t);
+	intr_pending_kick();
+	sysinit_tick(t);
+}
+
+uint64_t
+hardclock_sim_next(bool with_tick) noexcept
+{
+	if (!with_tick)
+		return timeouts_next();
+	int hz = g_machine.ms_config.hz > 0 ? g_machine.ms_config.hz : 1000;
+	uint64_t period = 1000000000ull / static_cast<uint64_t>(hz);
+	uint64_t tick = g_sim_boot_ns +
+	    (g_ticks.load(std::memory_order_relaxed) + 1) * period;
+	uint64_t to = timeouts_next();
+	return to < tick ? to : tick;
+}
+
+void
+preempt_sim_deliver(pcpu *pc, bool may_switch) noexcept
+{
+	preempt_deliver(pc, nullptr, may_switch);
 }
 
 } // namespace usmp

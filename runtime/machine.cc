@@ -30,6 +30,7 @@
 #include "runtime/internal/intr_hook.h"
 #include "runtime/internal/machine.h"
 #include "runtime/internal/seam.h"
+#include "runtime/internal/sim.h"
 #include "runtime/machine.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
@@ -67,6 +68,25 @@ sysinits_reverse(F fn) noexcept
 		fn(rev[--n]);
 }
 
+// A CPU's life on its OS thread (or, simulated, on its agent: sim_boot()),
+// from its start hooks to its stop hooks.
+void
+cpu_run(pcpu *pc) noexcept
+{
+	for (sysinit *h = g_sysinits; h != nullptr; h = h->si_next)
+		if (h->si_cpu_start != nullptr)
+			h->si_cpu_start(pc);
+	g_cpus_ready.fetch_add(1, std::memory_order_release);
+
+	sched_idle_loop(pc);
+	// Cancel and drain this CPU's interrupt sources (I/O in flight)
+	// while it is still a CPU: their handlers wake threads.
+	sysinits_reverse([pc](sysinit *h) {
+		if (h->si_cpu_stop != nullptr)
+			h->si_cpu_stop(pc);
+	});
+}
+
 void
 cpu_main(pcpu *pc) noexcept
 {
@@ -83,18 +103,7 @@ cpu_main(pcpu *pc) noexcept
 	sigemptyset(&set);
 	sigaddset(&set, SIGURG);
 	pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
-	for (sysinit *h = g_sysinits; h != nullptr; h = h->si_next)
-		if (h->si_cpu_start != nullptr)
-			h->si_cpu_start(pc);
-	g_cpus_ready.fetch_add(1, std::memory_order_release);
-
-	sched_idle_loop(pc);
-	// Cancel and drain this CPU's interrupt sources (I/O in flight)
-	// while it is still a CPU: their handlers wake threads.
-	sysinits_reverse([pc](sysinit *h) {
-		if (h->si_cpu_stop != nullptr)
-			h->si_cpu_stop(pc);
-	});
+	cpu_run(pc);
 
 	// The exit barrier (see above).
 	g_cpus_in_idle_exit.fetch_add(1, std::memory_order_acq_rel);
@@ -151,6 +160,15 @@ sysinit_tick(uint64_t ticks) noexcept
 }
 
 bool
+sysinit_tick_wanted() noexcept
+{
+	for (sysinit *h = g_sysinits; h != nullptr; h = h->si_next)
+		if (h->si_tick_wanted != nullptr && h->si_tick_wanted())
+			return true;
+	return false;
+}
+
+bool
 machine_running() noexcept
 {
 	return g_machine.ms_running.load(std::memory_order_acquire);
@@ -178,7 +196,7 @@ machine_boot(const machine_config &cfg) noexcept
 		return EBUSY;
 	if (curpcpu_fast() != nullptr)
 		return EBUSY;
-	int ncpus = cfg.ncpus > 0 ? cfg.ncpus : topology_npus();
+	int ncpus = cfg.ncpus > 0 ? cfg.ncpus : cfg.simulate ? 4 : topology_npus();
 	if (cfg.ncpus < 0 || ncpus > 1024) {
 		printf_diag("machine_boot(): bad CPU count %d", cfg.ncpus);
 		return EINVAL;
@@ -198,6 +216,10 @@ machine_boot(const machine_config &cfg) noexcept
 
 	g_machine.ms_config = cfg;
 	g_machine.ms_ncpus = ncpus;
+	// Simulated (runtime/sim.cc): on before the controller's boot hook,
+	// which then declines (no io_uring under the simulation).
+	if (cfg.simulate)
+		sim_prepare(cfg, ncpus);
 	g_machine_stopping.store(false);
 	stack_params sp;
 	sp.default_size = cfg.stack_size;
@@ -231,14 +253,21 @@ machine_boot(const machine_config &cfg) noexcept
 	g_cpus_ready.store(0);
 	g_cpus_in_idle_exit.store(0);
 	g_cpu_threads.clear();
-	g_cpu_threads.reserve(ncpus);
-	for (int c = 0; c < ncpus; c++) {
-		pcpu *pc = &g_machine.ms_pcpus[c];
-		g_cpu_threads.emplace_back(cpu_main, pc);
-		pc->pc_pthread = g_cpu_threads.back().native_handle();
+	if (cfg.simulate) {
+		// No OS threads: each CPU is an agent of the simulation on this
+		// OS thread, started when the simulation first runs it.
+		idle_backend_install(sim_idle_backend());
+		sim_boot(g_machine.ms_pcpus, ncpus, cpu_run);
+	} else {
+		g_cpu_threads.reserve(ncpus);
+		for (int c = 0; c < ncpus; c++) {
+			pcpu *pc = &g_machine.ms_pcpus[c];
+			g_cpu_threads.emplace_back(cpu_main, pc);
+			pc->pc_pthread = g_cpu_threads.back().native_handle();
+		}
+		while (g_cpus_ready.load(std::memory_order_acquire) < ncpus)
+			std::this_thread::yield();
 	}
-	while (g_cpus_ready.load(std::memory_order_acquire) < ncpus)
-		std::this_thread::yield();
 	g_machine.ms_running.store(true, std::memory_order_release);
 	hardclock_start();
 	for (sysinit *h = g_sysinits; h != nullptr; h = h->si_next)
@@ -273,6 +302,8 @@ machine_shutdown() noexcept
 		sched_shutdown_kick(c);
 		ipi_preempt(pc);
 	}
+	if (sim_active())
+		sim_wait_cpus_done();
 	for (auto &t : g_cpu_threads)
 		t.join();
 	g_cpu_threads.clear();
@@ -318,6 +349,8 @@ machine_shutdown() noexcept
 	delete[] g_machine.ms_threads;
 	g_machine.ms_threads = nullptr;
 	g_machine.ms_ncpus = 0;
+	if (sim_active())
+		sim_teardown();
 	return live;
 }
 
@@ -329,11 +362,19 @@ run_main(const machine_config &cfg, std::function<int()> main_fn)
 		printf_diag("run(): cannot boot the machine: %s", std::strerror(error));
 		return 70;
 	}
-	int result = 0;
+	struct main_call {
+		std::function<int()> *mc_fn;
+		int mc_result = 0;
+	} call{&main_fn};
 	thread *td;
 	thread_attr attr;
 	attr.name = "main";
-	error = thread_create(&td, attr, [&] { result = main_fn(); });
+	// usmp's own entry (thread_create_fn): run<F> passes the application's
+	// callable through usmp_app_call itself.
+	error = thread_create_fn(&td, attr, [](void *p) {
+		auto *c = static_cast<main_call *>(p);
+		c->mc_result = (*c->mc_fn)();
+	}, &call);
 	if (error != 0) {
 		printf_diag("run(): cannot create the main thread: %s",
 		    std::strerror(error));
@@ -342,7 +383,7 @@ run_main(const machine_config &cfg, std::function<int()> main_fn)
 	}
 	thread_join(td);
 	machine_shutdown();
-	return result;
+	return call.mc_result;
 }
 
 } // namespace usmp

@@ -20,7 +20,33 @@
 #include <functional>
 #include <type_traits>
 
+#include "runtime/app_call.h"
+
 namespace usmp {
+
+class sim_log;
+
+// Deterministic simulation (runtime/sim.h): the scheduling strategy.
+enum class sim_strategy : unsigned char {
+	random, // uniform choice among the CPUs that can run, at every point
+	pct,    // PCT: random thread priorities, pct_depth - 1 change points
+};
+
+// The simulation's knobs, used when machine_config::simulate is set.
+struct sim_config {
+	uint64_t seed = 1;
+	sim_strategy strategy = sim_strategy::random;
+	int pct_depth = 3;            // PCT's d (bug depth): d - 1 change points
+	uint64_t pct_steps = 0;       // PCT's k (run length in steps); 0: 64,
+	                              // and explore() learns it from each run
+	int preempt_bound = -1;       // at most this many preemptions; -1: no bound
+	uint64_t max_steps = 2000000; // more steps than this: a livelock, reported
+	uint64_t step_ns = 1000;      // virtual time each step takes
+	sim_log *log = nullptr;       // append every step here (may be null)
+	const char *log_file = nullptr; // write the log here at the end or on failure
+	const sim_log *replay = nullptr; // take the choices from this log
+	const char *replay_hint = nullptr; // the command line printed on failure
+};
 
 struct machine_config {
 	int ncpus = 0;                    // 0: one per processing unit hwloc reports
@@ -36,6 +62,11 @@ struct machine_config {
 	// Signal that writes a thread dump to stderr (runtime/dump.h), Java and
 	// Go style; 0: none (the signal keeps its previous action).
 	int dump_signal = SIGQUIT;
+	// Deterministic simulation (runtime/sim.h): every CPU on the calling OS
+	// thread, every choice from sim.seed, virtual time.  ncpus 0 means 4
+	// then (the host's count would make runs differ between machines).
+	bool simulate = false;
+	sim_config sim{};
 };
 
 // Boot a machine.  Returns 0, EBUSY if one already runs, or an errno from
@@ -63,17 +94,20 @@ run(const machine_config &cfg, F &&main_fn)
 {
 	if constexpr (std::is_void_v<std::invoke_result_t<F &>>)
 		return run_main(cfg, [&]() -> int {
-			main_fn();
+			usmp_app_call(main_fn);
 			return 0;
 		});
 	else
-		return run_main(cfg, [&]() -> int { return static_cast<int>(main_fn()); });
+		return run_main(cfg, [&]() -> int {
+			return static_cast<int>(usmp_app_call(main_fn));
+		});
 }
 
 // The number of live green threads (not counting idle threads).
 int machine_live_threads() noexcept;
 
-// The clock, in nanoseconds (CLOCK_MONOTONIC).  Context: any.
+// The clock, in nanoseconds (CLOCK_MONOTONIC; virtual time in a
+// simulation, runtime/sim.h).  Context: any.
 uint64_t clock_ns() noexcept;
 
 // Ticks since boot (hardclock).  Context: any.

@@ -94,9 +94,15 @@ foreign_self() noexcept
 	return td;
 }
 
-namespace {
-
-} // namespace
+// The simulation (runtime/sim.cc) runs its hardclock agent on the OS thread
+// that drives it: each gets its own stand-in, swapped in and out here.
+thread *
+foreign_swap(thread *td) noexcept
+{
+	thread *old = tl_foreign.td;
+	tl_foreign.td = td;
+	return old;
+}
 
 pcpu *
 curpcpu() noexcept

@@ -31,6 +31,7 @@
 #include "runtime/critical.h"
 #include "runtime/internal/machine.h"
 #include "runtime/internal/seam.h"
+#include "runtime/internal/sim.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
 #include "runtime/stack.h"
@@ -189,6 +190,20 @@ thread_alloc(thread **tdp, const thread_attr &attr, std::size_t size,
 	return 0;
 }
 
+int
+thread_create_fn(thread **tdp, const thread_attr &attr, void (*fn)(void *),
+    void *arg, const char *file, int line) noexcept
+{
+	void *storage;
+	int error = thread_alloc(tdp, attr, 0, 1, &storage, file, line);
+	if (error != 0)
+		return error;
+	(*tdp)->td_entry = fn;
+	(*tdp)->td_arg = arg;
+	thread_start(*tdp);
+	return 0;
+}
+
 void
 thread_start(thread *td) noexcept
 {
@@ -336,6 +351,13 @@ thread_join(thread *td, const char *file, int line) noexcept
 		td->td_foreign_join.store(1, std::memory_order_relaxed);
 		td->td_joinlock.unlock();
 		spinlock_exit();
+		// Simulated, this OS thread drives every CPU: run them until
+		// td has exited, instead of blocking.
+		if (sim_active())
+			sim_drive([](void *a) {
+				return static_cast<thread *>(a)->td_exit.load(
+				    std::memory_order_acquire) != 0;
+			}, td);
 		while (td->td_exit.load(std::memory_order_acquire) == 0)
 			futex(&td->td_exit, FUTEX_WAIT_PRIVATE, 0, nullptr);
 	} else {
@@ -383,6 +405,8 @@ thread_yield() noexcept
 		std::this_thread::yield();
 		return;
 	}
+	if (sim_active())
+		sim_yield_point();
 	sched_yield(td);
 }
 

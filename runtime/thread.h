@@ -31,6 +31,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "runtime/app_call.h"
 #include "runtime/config.h"
 #include "runtime/context.h"
 #include "runtime/internal/timeout.h"
@@ -201,13 +202,23 @@ int thread_create(thread **tdp, const thread_attr &attr, F &&f,
 	::new (storage) Fn(std::forward<F>(f));
 	(*tdp)->td_entry = [](void *p) {
 		Fn *fn = static_cast<Fn *>(p);
-		(*fn)();
+		usmp_app_call(*fn);
 		fn->~Fn();
 	};
 	(*tdp)->td_arg = storage;
 	thread_start(*tdp);
 	return 0;
 }
+
+// Create and start a green thread running fn(arg), the kthread_add(9) form.
+// fn is called directly, so its own symbol decides whether the code map
+// (runtime/codemap.h) lets it be preempted asynchronously: usmp's own
+// threads (ithreads, taskqueue threads, softclocks) are made this way, as a
+// usmp callable given to thread_create would be classified as application
+// code (runtime/app_call.h).  Returns and context as thread_create().
+int thread_create_fn(thread **tdp, const thread_attr &attr,
+    void (*fn)(void *), void *arg, const char *file = __builtin_FILE(),
+    int line = __builtin_LINE()) noexcept;
 
 // Wait for td to end and reap it.  Returns 0, EDEADLK for the calling thread
 // itself, EINVAL for a detached thread.  From a foreign OS thread it blocks

@@ -58,6 +58,34 @@
 //     thread has had `slice_ticks` and has company on its queue, and signals
 //     them; the signal handler turns that into td_owepreempt (or, in full
 //     preemption mode and inside application code, an immediate switch).
+//  7. Direct handoff (runnext, Go's name).  A wakeup that places a thread
+//     on the waker's own CPU (a condvar ping-pong, a request and its
+//     reply) puts it in the tdq's one-thread slot tdq_runnext instead of
+//     the run queue, without taking the run-queue lock: the waker usually
+//     sleeps next, and its switch takes the slot.  The slot's rules:
+//     a. Only q's own CPU puts, only into an empty slot, with a release
+//        store of the slot and then of td_lock (= q's lock); a full slot
+//        sends the wakeup down the locked path.  Everyone else reaches the
+//        thread through td_lock, i.e. holding q's lock, and so sees it in
+//        the slot (TDRQ_RUNNEXT) with its fields written.
+//     b. The slot is emptied only under q's lock: by q's switch (choosing
+//        it, or demoting it to the run queue) and by a thief.  As the owner
+//        only fills an empty slot, a lock holder that read a thread there
+//        still finds it there until it lets go of the lock.
+//     c. The slot's thread is not counted in tdq_load (the owner could not
+//        count it without a locked add, against remote writers of the
+//        load); lockless readers use tdq_load_est(), which adds it.  It
+//        counts in the load from the moment it runs.
+//     d. Priority first: the switch takes the slot only if no queued
+//        thread is better.  Among equals the slot goes first, but it
+//        inherits the current time slice (tdq_switchtick is not restarted),
+//        so a ping-pong pair cannot starve its equals past one slice: once
+//        the slice is over, the slot is demoted to the queue's tail.
+//     e. Stealing: the slot's thread, if it may migrate, is stolen by an
+//        idle CPU on the rule for the newest thread (step 5): once the
+//        victim has made no switch for steal_newest_ns.  A CPU whose
+//        running thread never switches thus loses it within microseconds.
+//     f. Preemption as for any wakeup (step 2, the local case).
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -72,6 +100,7 @@
 #include "runtime/ktr.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
+#include "runtime/sim.h"
 #include "runtime/stack.h"
 #include "runtime/thread.h"
 #include "sched/priority.h"
@@ -85,6 +114,7 @@ namespace {
 // td_rqflags.
 enum : uint8_t {
 	TDRQ_TRANSFERABLE = 0x01, // counted in tdq_transferable
+	TDRQ_RUNNEXT = 0x02,      // in its tdq's runnext slot (step 7)
 };
 
 // Locking key: (q) tdq_lock; (a) atomic, read locklessly by other CPUs;
@@ -103,6 +133,7 @@ struct alignas(64) tdq {
 	std::atomic<uint64_t> tdq_next_timer{UINT64_MAX}; // (a, written under q)
 	std::atomic<uint64_t> tdq_switchcnt{0}; // (a, written under q) switches
 	thread *tdq_newest = nullptr;           // (q) last thread made runnable here
+	std::atomic<thread *> tdq_runnext{nullptr}; // (a) step 7: put by q's CPU, emptied under q
 	thread **tdq_timers = nullptr;          // (q) min-heap on td_timo
 	int tdq_ntimers = 0;                    // (q)
 	int tdq_timers_cap = 0;                 // (q)
@@ -121,6 +152,11 @@ struct sched_state {
 };
 
 sched_state ss;
+
+counter_u64 c_runnext("kern.sched.runnext_handoffs",
+    "switches to the thread a wakeup on the same CPU put in runnext");
+counter_u64 c_runnext_steals("kern.sched.runnext_steals",
+    "runnext threads stolen by an idle CPU");
 
 inline tdq *
 tdq_of(int cpu) noexcept
@@ -209,6 +245,15 @@ inline void
 tdq_load_rem(tdq *q) noexcept
 {
 	q->tdq_load.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// The load as lockless readers should see it: the runnext thread is not in
+// tdq_load (step 7c).
+inline int
+tdq_load_est(const tdq *q) noexcept
+{
+	return q->tdq_load.load(std::memory_order_relaxed) +
+	    (q->tdq_runnext.load(std::memory_order_relaxed) != nullptr);
 }
 
 // What a remote CPU needs after a thread was queued on it (step 2).
@@ -400,11 +445,9 @@ int
 sched_lowest(int prefer) noexcept
 {
 	int best = prefer;
-	int bload = prefer != NOCPU ?
-	    tdq_of(prefer)->tdq_load.load(std::memory_order_relaxed) :
-	    INT32_MAX;
+	int bload = prefer != NOCPU ? tdq_load_est(tdq_of(prefer)) : INT32_MAX;
 	for (int c = 0; c < ss.ncpus; c++) {
-		int l = tdq_of(c)->tdq_load.load(std::memory_order_relaxed);
+		int l = tdq_load_est(tdq_of(c));
 		if (l < bload) {
 			bload = l;
 			best = c;
@@ -430,9 +473,9 @@ sched_pickcpu(thread *td, bool waker_leaves) noexcept
 		last = me != nullptr ? me->pc_cpuid : 0;
 	tdq *lq = tdq_of(last);
 	if (waker_leaves && me != nullptr && me->pc_cpuid == last &&
-	    lq->tdq_load.load(std::memory_order_relaxed) <= 1)
+	    tdq_load_est(lq) <= 1)
 		return last;
-	if (lq->tdq_load.load(std::memory_order_relaxed) == 0) {
+	if (tdq_load_est(lq) == 0) {
 		// Idle and awake (spinning in its idle loop): the best place.
 		// Parked: waking a halted vCPU costs 6-79 us here, more than
 		// running on the waker's CPU, from which an awake idle CPU can
@@ -455,11 +498,41 @@ sched_pickcpu(thread *td, bool waker_leaves) noexcept
 // it).  It becomes choosable as soon as that CPU's switch completes, and the
 // load keeps our idle loop polling until then.  `self`, the thread switching
 // out here (blocked by us), is choosable: choosing it means no switch.
+// Step 7d: the runnext thread if the switch should run it (out of the
+// slot and counted in the load), else null: left in the slot behind a
+// better queued thread, or demoted to the queue's tail once the time slice
+// it would inherit is over.  Requires q's lock, on q's CPU.
 thread *
-tdq_choose(tdq *q, pcpu *pc, thread *self) noexcept
+tdq_runnext_choose(tdq *q) noexcept
+{
+	thread *rn = q->tdq_runnext.load(std::memory_order_relaxed);
+	if (rn == nullptr || rn->td_priority > q->tdq_runq.best_pri())
+		return nullptr;
+	q->tdq_runnext.store(nullptr, std::memory_order_relaxed);
+	rn->td_rqflags &= ~TDRQ_RUNNEXT;
+	tdq_load_add_local(q);
+	if (rn->td_priority == q->tdq_runq.best_pri() &&
+	    ss.ticks.load(std::memory_order_relaxed) -
+		    q->tdq_switchtick.load(std::memory_order_relaxed) >=
+		static_cast<uint64_t>(ss.slice_ticks)) {
+		tdq_runq_add(q, rn, false);
+		return nullptr;
+	}
+	return rn;
+}
+
+// `*handoff` is set when the choice is the runnext thread (step 7), which
+// inherits the running time slice.
+thread *
+tdq_choose(tdq *q, pcpu *pc, thread *self, bool *handoff) noexcept
 {
 	if (__builtin_expect(machine_stopping(), 0))
 		return pc->pc_idlethread;
+	if (thread *rn = tdq_runnext_choose(q)) {
+		*handoff = true;
+		c_runnext.add();
+		return rn;
+	}
 	thread *td = q->tdq_runq.choose();
 	if (td == nullptr)
 		return pc->pc_idlethread;
@@ -499,8 +572,12 @@ tdq_switch_out(tdq *q, pcpu *pc, thread *td, spinlock *after,
 	if (__builtin_expect(next != UINT64_MAX, 0) && next <= coarse_ns())
 		tdq_run_timers(q, clock_ns());
 
-	thread *newtd = tdq_choose(q, pc, td);
-	uint64_t now_tick = ss.ticks.load(std::memory_order_relaxed);
+	bool handoff = false;
+	thread *newtd = tdq_choose(q, pc, td, &handoff);
+	// The idle thread has no slice to hand on.
+	uint64_t now_tick = handoff && !(td->td_flags & TDF_IDLETD) ?
+	    q->tdq_switchtick.load(std::memory_order_relaxed) :
+	    ss.ticks.load(std::memory_order_relaxed);
 	q->tdq_retry_ipi.store(0, std::memory_order_relaxed);
 	if (newtd == td) {
 		td->td_state = TDS_RUNNING;
@@ -534,8 +611,9 @@ tdq_idled(tdq *q, steal_watch &w, uint64_t now) noexcept
 {
 	for (int k = 1; k < ss.ncpus; k++) {
 		tdq *v = tdq_of((q->tdq_cpu + k) % ss.ncpus);
-		if (v->tdq_load.load(std::memory_order_relaxed) < 2 ||
-		    v->tdq_transferable.load(std::memory_order_relaxed) < 1)
+		if (tdq_load_est(v) < 2 ||
+		    (v->tdq_transferable.load(std::memory_order_relaxed) < 1 &&
+			v->tdq_runnext.load(std::memory_order_relaxed) == nullptr))
 			continue;
 		uint64_t cnt = v->tdq_switchcnt.load(std::memory_order_relaxed);
 		bool newest_ok = w.victim == v && w.switchcnt == cnt &&
@@ -545,8 +623,8 @@ tdq_idled(tdq *q, steal_watch &w, uint64_t now) noexcept
 		a->tdq_lock.lock();
 		b->tdq_lock.lock();
 		thread *found = nullptr;
-		bool only_newest = false;
-		if (v->tdq_load.load(std::memory_order_relaxed) >= 2) {
+		bool only_newest = false, from_runnext = false;
+		if (tdq_load_est(v) >= 2) {
 			uint64_t bits = v->tdq_runq.rq_status;
 			while (bits != 0 && found == nullptr) {
 				int i = __builtin_ctzll(bits);
@@ -565,10 +643,30 @@ tdq_idled(tdq *q, steal_watch &w, uint64_t now) noexcept
 					break;
 				}
 			}
+			// Step 7e: the runnext thread, on the newest's rule.
+			thread *rn = v->tdq_runnext.load(std::memory_order_acquire);
+			if (found == nullptr && rn != nullptr &&
+			    thread_can_migrate(rn) &&
+			    rn->td_lock.load(std::memory_order_relaxed) ==
+				&v->tdq_lock) {
+				if (newest_ok) {
+					found = rn;
+					from_runnext = true;
+				} else {
+					only_newest = true;
+				}
+			}
 		}
 		if (found != nullptr) {
-			tdq_runq_rem(v, found);
-			tdq_load_rem(v);
+			if (from_runnext) {
+				// Not in v's load (step 7c).
+				v->tdq_runnext.store(nullptr, std::memory_order_relaxed);
+				found->td_rqflags &= ~TDRQ_RUNNEXT;
+				c_runnext_steals.add();
+			} else {
+				tdq_runq_rem(v, found);
+				tdq_load_rem(v);
+			}
 			found->td_cpu = q->tdq_cpu;
 			tdq_runq_add(q, found, false);
 			tdq_load_add(q);
@@ -687,11 +785,26 @@ sched_wakeup(thread *td, int flags) noexcept
 	ktr_event_record(KTR_WAKEUP, static_cast<uint64_t>(td->td_tid),
 	    static_cast<uint64_t>(cpu), td->td_name);
 	tdq *q = tdq_of(cpu);
+	pcpu *me = curpcpu_fast();
+	if (me != nullptr && me->pc_sched == q &&
+	    q->tdq_runnext.load(std::memory_order_relaxed) == nullptr) {
+		// Step 7a: the slot, without q's lock (we are q's CPU, in a
+		// spinlock section: td's thread lock is held).
+		td->td_cpu = cpu;
+		td->td_state = TDS_RUNQ;
+		td->td_rqflags |= TDRQ_RUNNEXT;
+		q->tdq_runnext.store(td, std::memory_order_release);
+		td->td_lock.store(&q->tdq_lock, std::memory_order_release);
+		// Step 7f: step 2's local case.
+		thread *cur = me->pc_curthread;
+		if (should_preempt(td->td_priority, cur->td_priority, false))
+			cur->td_owepreempt = cur->td_owepreempt | OWEPREEMPT_PRI;
+		return;
+	}
 	q->tdq_lock.lock();
 	td->td_cpu = cpu;
 	tdq_runq_add(q, td, false);
 	q->tdq_newest = td;
-	pcpu *me = curpcpu_fast();
 	if (me != nullptr && me->pc_sched == q)
 		tdq_load_add_local(q);
 	else
@@ -789,6 +902,7 @@ sched_yield(thread *td) noexcept
 	// Nothing else queued here: nothing to yield to.  A racing wakeup that
 	// this racy read misses only makes this yield come a moment early.
 	if (__atomic_load_n(&q->tdq_runq.rq_status, __ATOMIC_RELAXED) == 0 &&
+	    q->tdq_runnext.load(std::memory_order_relaxed) == nullptr &&
 	    __builtin_expect(!machine_stopping(), 1))
 		return;
 	if (__builtin_expect(td->td_critnest != 0 || td->td_spinlock_count != 0, 0))
@@ -804,13 +918,16 @@ sched_yield(thread *td) noexcept
 	uint64_t next = q->tdq_next_timer.load(std::memory_order_relaxed);
 	if (__builtin_expect(next != UINT64_MAX, 0) && next <= coarse_ns())
 		tdq_run_timers(q, clock_ns());
-	thread *newtd = tdq_choose(q, pc, td);
+	bool handoff = false;
+	thread *newtd = tdq_choose(q, pc, td, &handoff);
 	q->tdq_retry_ipi.store(0, std::memory_order_relaxed);
 	if (newtd == td) {
 		td->td_state = TDS_RUNNING;
 	} else {
-		tdq_switch_to(q, pc, td, newtd, &q->tdq_lock,
-		    ss.ticks.load(std::memory_order_relaxed), "sched_yield");
+		tdq_switch_to(q, pc, td, newtd, &q->tdq_lock, handoff ?
+			q->tdq_switchtick.load(std::memory_order_relaxed) :
+			ss.ticks.load(std::memory_order_relaxed),
+		    "sched_yield");
 	}
 	thread_unlock(td);
 }
@@ -851,16 +968,21 @@ sched_idle_loop(pcpu *pc) noexcept
 			spin_start = 0;
 			continue;
 		}
-		if (q->tdq_load.load(std::memory_order_acquire) > 0) {
+		if (q->tdq_load.load(std::memory_order_acquire) > 0 ||
+		    q->tdq_runnext.load(std::memory_order_relaxed) != nullptr) {
 			uint64_t sw = pc->pc_cnt_switches;
 			thread_lock(idle);
 			mi_switch(SW_VOL);
 			// Nothing could run yet (its thread is still being
 			// switched out by the CPU that moved it here): back off
 			// instead of hammering our lock, which that CPU may need.
-			if (pc->pc_cnt_switches == sw)
-				for (int i = 0; i < 256; i++)
-					__builtin_ia32_pause();
+			if (pc->pc_cnt_switches == sw) {
+				if (sim_active()) // that CPU must run first
+					sim_spin();
+				else
+					for (int i = 0; i < 256; i++)
+						__builtin_ia32_pause();
+			}
 			spin_start = 0;
 			continue;
 		}
@@ -883,11 +1005,13 @@ sched_idle_loop(pcpu *pc) noexcept
 			spin_start = 0;
 			continue;
 		}
-		if (spin_start == 0) {
+		// Simulated, virtual time does not pass while we spin: park at
+		// once (the simulation runs another CPU).
+		if (spin_start == 0 && !sim_active()) {
 			spin_start = now;
 			continue;
 		}
-		if (now - spin_start < ss.idle_spin_ns) {
+		if (now - spin_start < ss.idle_spin_ns && !sim_active()) {
 			for (int i = 0; i < 64; i++)
 				__builtin_ia32_pause();
 			continue;
@@ -907,8 +1031,8 @@ sched_idle_loop(pcpu *pc) noexcept
 		// Wake for the next timer, or for the stack cache's next chance
 		// to give memory back after a burst (stack_trim_deadline()).
 		uint64_t next = q->tdq_next_timer.load(std::memory_order_acquire);
-		uint64_t trim = stack_trim_deadline();
-		if (trim < next)
+		uint64_t trim = stack_trim_deadline(); // real time: not simulated
+		if (trim < next && !sim_active())
 			next = trim;
 		cpu_park(pc, &q->tdq_cpu_idle, 1, next == UINT64_MAX ? 0 : next);
 		q->tdq_cpu_idle.store(0, std::memory_order_relaxed);
@@ -928,8 +1052,10 @@ sched_hardclock(uint64_t ticks) noexcept
 			parked = q;
 			continue;
 		}
-		int load = q->tdq_load.load(std::memory_order_relaxed);
-		if (load >= 2 && q->tdq_transferable.load(std::memory_order_relaxed) > 0)
+		int load = tdq_load_est(q);
+		if (load >= 2 &&
+		    (q->tdq_transferable.load(std::memory_order_relaxed) > 0 ||
+			q->tdq_runnext.load(std::memory_order_relaxed) != nullptr))
 			busy = q;
 		bool slice = load >= 2 &&
 		    ticks - q->tdq_switchtick.load(std::memory_order_relaxed) >=
@@ -997,6 +1123,9 @@ sched_dump_cpu(int cpu) noexcept
 	    q->tdq_curpri.load(),
 	    static_cast<unsigned long long>(q->tdq_switchcnt.load()),
 	    q->tdq_ntimers, q->tdq_lock.held() ? "held" : "free");
+	if (thread *rn = q->tdq_runnext.load())
+		printf_diag("    runnext: \"%s\" (tid %d) state %d pri %d", rn->td_name,
+		    rn->td_tid, rn->td_state, rn->td_priority);
 	uint64_t bits = q->tdq_runq.rq_status;
 	for (int i = 0; i < RQ_NQS; i++) {
 		const runq::head &h = q->tdq_runq.rq_queues[i];
@@ -1048,7 +1177,7 @@ sched_load(int cpu) noexcept
 {
 	if (cpu < 0 || cpu >= ss.ncpus)
 		return 0;
-	return tdq_of(cpu)->tdq_load.load(std::memory_order_relaxed);
+	return tdq_load_est(tdq_of(cpu));
 }
 
 // ---- Public calls (sched/sched.h).
@@ -1129,9 +1258,14 @@ sched_thread_priority(thread *td, int eff) noexcept
 	bool gain = eff < td->td_priority;
 	if (td->td_state == TDS_RUNQ) {
 		tdq *q = tdq_of(td->td_cpu);
-		tdq_runq_rem(q, td);
-		td->td_priority = static_cast<uint8_t>(eff);
-		tdq_runq_add(q, td, gain);
+		if (td->td_rqflags & TDRQ_RUNNEXT) {
+			// The switch compares it with the queue (step 7d).
+			td->td_priority = static_cast<uint8_t>(eff);
+		} else {
+			tdq_runq_rem(q, td);
+			td->td_priority = static_cast<uint8_t>(eff);
+			tdq_runq_add(q, td, gain);
+		}
 		// Rare (a priority change of a queued thread): the system
 		// call, if any, is made under the thread lock.
 		tdq_notify_send(q, tdq_notify(q, td));

@@ -130,7 +130,8 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
 			mtx->lock(file, line);
 		else
 			lock->lo_class->lc_lock(lock, how);
-		witness_restore(lock, wfile, wline);
+		if (wfile != nullptr)
+			witness_restore(lock, wfile, wline);
 	}
 	return rval;
 }

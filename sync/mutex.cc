@@ -35,6 +35,7 @@
 #include "sync/mutex.h"
 #include "sync/lock_profile.h"
 
+#include <sched.h>
 #include <time.h>
 
 #include <cstddef>
@@ -42,6 +43,7 @@
 
 #include "runtime/panic.h"
 #include "sync/internal/lock_delay.h"
+#include "sync/internal/ts_block.h"
 #include "sync/turnstile.h"
 
 namespace usmp {
@@ -276,29 +278,13 @@ mutex::lock_slow(const char *file, int line, unsigned opts) noexcept
 			continue;
 		}
 
-		turnstile *ts = turnstile_trywait(&mtx_lo);
-		v = mtx_lock.load(std::memory_order_relaxed);
-	retry_ts:
-		if (v == MTX_UNOWNED || v == MTX_DESTROYED) {
-			turnstile_cancel(ts, &mtx_lo);
-			continue;
-		}
-		owner = word_owner(v);
-		if (spun < MTX_SPIN_LIMIT && owner->td_state == TDS_RUNNING &&
-		    !(owner->td_flags & TDF_FOREIGN)) {
-			turnstile_cancel(ts, &mtx_lo);
-			v = mtx_lock.load(std::memory_order_relaxed);
-			continue;
-		}
-		if (!(v & MTX_CONTESTED)) {
-			if (!mtx_lock.compare_exchange_strong(v, v | MTX_CONTESTED,
-				std::memory_order_relaxed, std::memory_order_relaxed))
-				goto retry_ts;
-		}
-		witness_block(&mtx_lo, owner, file, line);
-		turnstile_wait(ts, &mtx_lo, owner, TS_EXCLUSIVE_QUEUE);
-		witness_unblock();
-		v = mtx_lock.load(std::memory_order_relaxed);
+		auto look = [](uintptr_t &x, turnstile *) {
+			return x == MTX_UNOWNED || x == MTX_DESTROYED ? TSL_RETRY :
+									 TSL_BLOCK;
+		};
+		(void)turnstile_block(&mtx_lo, mtx_lock, v, MTX_CONTESTED,
+		    TS_EXCLUSIVE_QUEUE, spun < MTX_SPIN_LIMIT, look, word_owner,
+		    file, line);
 	}
 }
 
@@ -499,46 +485,70 @@ spin_mutex::from_lo(lock_object *lo) noexcept
 }
 
 // Entered inside the spinlock section of lock(); returns inside one, owning.
+//
+// Waiting.  The holder is another CPU, i.e. another OS thread, which the
+// host may deschedule (tests run 8 CPUs on 2 cores).  A waiter that only
+// executes pause instructions then burns its whole host time slice while
+// the holder cannot run.  So the wait backs off exponentially up to
+// SPIN_DELAY_MAX pauses a step (about 2,000 pauses, tens of microseconds,
+// in all), and from then on gives its core away (sched_yield) at every
+// step, as cpu_spinwait() does for the raw spinlocks.  It waits with its
+// own spinlock section released (interrupts enabled, as mtx_lock_spin()
+// does), and a preemption that becomes owed meanwhile is taken if the
+// waiter is in no other section: the signal handler defers to us inside
+// usmp code, and without this a spinning waiter would never switch.
+//
+// The "held too long" bound is in time, not in steps, and times one
+// holder: it restarts whenever the owner word changes, so a waiter that
+// keeps losing the race to others (the lock is unfair) is not taken for a
+// holder that never lets go.  Its default (10 s) is far above any host
+// scheduling delay of a descheduled holder.
 void
 spin_mutex::lock_hard(uintptr_t v, const char *file, int line) noexcept
 {
+	constexpr unsigned SPIN_DELAY_MAX = 1024;
 	thread *td = curthread_fast();
 	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
 	if (v == MTX_DESTROYED)
 		lock_check_failed(&mtx_lo, "mtx_lock_spin()", file, line);
 	lock_check_live(&mtx_lo, "mtx_lock_spin()", file, line);
-	if (v == tid) {
+	if ((v & ~uintptr_t{MTX_RECURSED}) == tid) {
 		if (!(mtx_lo.lo_flags & LO_RECURSABLE))
 			panic("mtx_lock_spin: recursed on non-recursive mutex %s "
 			      "@ %s:%d",
 			    mtx_lo.lo_name, file, line);
 		mtx_recurse++;
+		mtx_lock.store(tid | MTX_RECURSED, std::memory_order_relaxed);
 		return;
 	}
-	// The hang check times one holder: it restarts whenever the owner
-	// word changes, so a waiter that keeps losing the race to others
-	// (the lock is unfair, and CPUs here are OS threads the host may
-	// deschedule) is not taken for a holder that never lets go.
 	uint64_t start = 0;
 	uintptr_t timed_owner = MTX_UNOWNED;
 	unsigned n = 0;
 	for (;;) {
 		// Give interrupts (preemption) a chance while we spin.
-		spinlock_exit();
+		spinlock_exit_td(td);
 		unsigned delay = 1;
 		while ((v = mtx_lock.load(std::memory_order_relaxed)) !=
 		    MTX_UNOWNED) {
 			if (v == MTX_DESTROYED)
 				lock_check_failed(&mtx_lo, "mtx_lock_spin()", file,
 				    line);
-			lock_delay(delay, 1024);
-			if ((++n & 255) == 0) {
+			if (delay < SPIN_DELAY_MAX)
+				lock_delay(delay, SPIN_DELAY_MAX);
+			else
+				sched_yield();
+			if (td->td_owepreempt != 0 && td->td_critnest == 0 &&
+			    !(td->td_flags & (TDF_FOREIGN | TDF_IDLETD))) {
+				// We may resume on another CPU: td stays ours.
+				critical_enter();
+				critical_exit();
+			}
+			if ((++n & 255) == 0 || delay >= SPIN_DELAY_MAX) {
 				uint64_t now = mono_ns();
 				if (start == 0 || v != timed_owner) {
 					start = now;
 					timed_owner = v;
-				}
-				else if (now - start >
+				} else if (now - start >
 				    spin_hang_ns.load(std::memory_order_relaxed)) {
 					thread *o = word_owner(v);
 					panic("spin lock %p (%s) held by %p (tid %d) "
@@ -550,7 +560,7 @@ spin_mutex::lock_hard(uintptr_t v, const char *file, int line) noexcept
 				}
 			}
 		}
-		spinlock_enter();
+		spinlock_enter_td(td);
 		v = MTX_UNOWNED;
 		if (mtx_lock.compare_exchange_strong(v, tid,
 			std::memory_order_acquire, std::memory_order_relaxed))
@@ -558,19 +568,64 @@ spin_mutex::lock_hard(uintptr_t v, const char *file, int line) noexcept
 	}
 }
 
+// lock() with WITNESS watching the lock or lock profiling compiled in.
+void
+spin_mutex::lock_watched(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	if (witness_watched(&mtx_lo))
+		witness_checkorder(&mtx_lo, LOP_EXCLUSIVE, file, line);
+	spinlock_enter_td(td);
+	uintptr_t v = MTX_UNOWNED;
+	if (mtx_lock.compare_exchange_strong(v, reinterpret_cast<uintptr_t>(td),
+		std::memory_order_acquire, std::memory_order_relaxed)) {
+		lock_profile_acquired(&mtx_lo, true, 0, file, line);
+	} else {
+		// Profiling: contested unless a recursion (lock_hard's).
+		bool recursing = (v & ~uintptr_t{MTX_RECURSED}) ==
+		    reinterpret_cast<uintptr_t>(td);
+		uint64_t t0 = lock_profile_wait_start(!recursing);
+		lock_hard(v, file, line);
+		if (!recursing)
+			lock_profile_acquired(&mtx_lo, true, t0, file, line);
+	}
+	if (witness_watched(&mtx_lo))
+		witness_lock(&mtx_lo, LOP_EXCLUSIVE, file, line);
+}
+
+// unlock() with WITNESS watching the lock or lock profiling compiled in.
+void
+spin_mutex::unlock_watched(const char *file, int line) noexcept
+{
+	thread *td = curthread_fast();
+	if (witness_watched(&mtx_lo))
+		witness_unlock(&mtx_lo, LOP_EXCLUSIVE, file, line);
+	if (mtx_lock.load(std::memory_order_relaxed) !=
+	    reinterpret_cast<uintptr_t>(td)) {
+		unlock_hard(file, line);
+		return;
+	}
+	lock_profile_released(&mtx_lo);
+	mtx_lock.store(MTX_UNOWNED, std::memory_order_release);
+	spinlock_exit_td(td);
+}
+
+// Not the owner, or a recursed release.
 void
 spin_mutex::unlock_hard(const char *file, int line) noexcept
 {
 	thread *td = curthread_fast();
+	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
 	uintptr_t v = mtx_lock.load(std::memory_order_relaxed);
 	if (v == MTX_DESTROYED)
 		lock_check_failed(&mtx_lo, "mtx_unlock_spin()", file, line);
 	lock_check_live(&mtx_lo, "mtx_unlock_spin()", file, line);
-	if (v != reinterpret_cast<uintptr_t>(td))
+	if (v != (tid | MTX_RECURSED))
 		panic("mtx_unlock_spin() of spin mutex \"%s\" not owned @ %s:%d",
 		    mtx_lo.lo_name, file, line);
-	mtx_recurse--;
-	spinlock_exit();
+	if (--mtx_recurse == 0)
+		mtx_lock.store(tid, std::memory_order_relaxed);
+	spinlock_exit_td(td);
 }
 
 bool
@@ -587,7 +642,8 @@ spin_mutex::try_lock(const char *file, int line) noexcept
 			    line);
 		return true;
 	}
-	if (v == reinterpret_cast<uintptr_t>(curthread_fast()) &&
+	if ((v & ~uintptr_t{MTX_RECURSED}) ==
+		reinterpret_cast<uintptr_t>(curthread_fast()) &&
 	    !(mtx_lo.lo_flags & LO_RECURSABLE) && witness_watched(&mtx_lo))
 		witness_try_recursion(&mtx_lo, file, line);
 	spinlock_exit();
@@ -627,9 +683,7 @@ spin_mutex::destroy(const char *file, int line) noexcept
 void
 spin_mutex::assert_state(int what, const char *file, int line) const noexcept
 {
-	bool own = mtx_lock.load(std::memory_order_relaxed) ==
-	    reinterpret_cast<uintptr_t>(curthread_fast());
-	mtx_assert_common(&mtx_lo, own, mtx_recurse != 0, what, file, line);
+	mtx_assert_common(&mtx_lo, owned(), mtx_recurse != 0, what, file, line);
 }
 
 void

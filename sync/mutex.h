@@ -37,8 +37,10 @@
 //	0 or T            DESTROYED          destroy()
 //
 // Spin mutex (usmp::spin_mutex): mtx_lock holds the owner or 0 (or
-// MTX_DESTROYED); recursion is counted in mtx_recurse only.  It is held
-// inside a spinlock section (critical section, "interrupts" off).
+// MTX_DESTROYED), with MTX_RECURSED set while mtx_recurse > 0 (only the
+// owner writes either), so that the unlock fast path is one compare of the
+// word with curthread.  It is held inside a spinlock section (critical
+// section, "interrupts" off).
 #pragma once
 
 #include <atomic>
@@ -47,6 +49,7 @@
 
 #include "runtime/critical.h"
 #include "runtime/internal/curthread.h"
+#include "runtime/sim.h"
 #include "runtime/thread.h"
 #include "sync/internal/witness_fast.h"
 #include "sync/lock.h"
@@ -99,6 +102,8 @@ public:
 	void lock(const char *file = __builtin_FILE(),
 	    int line = __builtin_LINE()) noexcept
 	{
+		if (sim_active()) // a scheduling point (runtime/sim.h)
+			sim::lock_point(true);
 		thread *td = curthread_fast();
 		uintptr_t v = MTX_UNOWNED;
 		if (__builtin_expect(td->td_critnest == 0 &&
@@ -144,6 +149,8 @@ public:
 	void unlock(const char *file = __builtin_FILE(),
 	    int line = __builtin_LINE()) noexcept
 	{
+		if (sim_active()) // a scheduling point (runtime/sim.h)
+			sim::lock_point(false);
 		uintptr_t v = reinterpret_cast<uintptr_t>(curthread_fast());
 		if (__builtin_expect(!witness_watched(&mtx_lo) &&
 			!config::lock_profiling &&
@@ -247,29 +254,23 @@ public:
 	void lock(const char *file = __builtin_FILE(),
 	    int line = __builtin_LINE()) noexcept
 	{
+		// One test for everything that is not the plain case (WITNESS
+		// watching, profiling): lock_watched() does the whole of it.
+		if (__builtin_expect(witness_watched(&mtx_lo) ||
+			config::lock_profiling, 0)) {
+			lock_watched(file, line);
+			return;
+		}
 		thread *td = curthread_fast();
-		if (witness_watched(&mtx_lo))
-			witness_checkorder(&mtx_lo, LOP_EXCLUSIVE, file, line);
 		spinlock_enter_td(td);
 		uintptr_t v = MTX_UNOWNED;
 		if (__builtin_expect(mtx_lock.compare_exchange_strong(v,
 					 reinterpret_cast<uintptr_t>(td),
 					 std::memory_order_acquire,
 					 std::memory_order_relaxed),
-			1)) {
-			lock_profile_acquired(&mtx_lo, true, 0, file, line);
-			if (witness_watched(&mtx_lo))
-				witness_lock(&mtx_lo, LOP_EXCLUSIVE, file, line);
+			1))
 			return;
-		}
-		// Profiling: contested unless a recursion (lock_hard's).
-		bool recursing = v == reinterpret_cast<uintptr_t>(td);
-		uint64_t t0 = lock_profile_wait_start(!recursing);
 		lock_hard(v, file, line);
-		if (!recursing)
-			lock_profile_acquired(&mtx_lo, true, t0, file, line);
-		if (witness_watched(&mtx_lo))
-			witness_lock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 	}
 	// mtx_trylock_spin(): no recursion.  Context: any.
 	bool try_lock(const char *file = __builtin_FILE(),
@@ -278,17 +279,19 @@ public:
 	void unlock(const char *file = __builtin_FILE(),
 	    int line = __builtin_LINE()) noexcept
 	{
+		if (__builtin_expect(witness_watched(&mtx_lo) ||
+			config::lock_profiling, 0)) {
+			unlock_watched(file, line);
+			return;
+		}
 		thread *td = curthread_fast();
-		if (witness_watched(&mtx_lo))
-			witness_unlock(&mtx_lo, LOP_EXCLUSIVE, file, line);
+		// One compare covers ownership and recursion: a recursed word
+		// carries MTX_RECURSED.
 		if (__builtin_expect(mtx_lock.load(std::memory_order_relaxed) !=
-				reinterpret_cast<uintptr_t>(td) ||
-			    mtx_recurse != 0,
-			0)) {
+			reinterpret_cast<uintptr_t>(td), 0)) {
 			unlock_hard(file, line);
 			return;
 		}
-		lock_profile_released(&mtx_lo);
 		mtx_lock.store(MTX_UNOWNED, std::memory_order_release);
 		spinlock_exit_td(td);
 	}
@@ -298,7 +301,8 @@ public:
 
 	bool owned() const noexcept
 	{
-		return mtx_lock.load(std::memory_order_relaxed) ==
+		return (mtx_lock.load(std::memory_order_relaxed) &
+			   ~uintptr_t{MTX_RECURSED}) ==
 		    reinterpret_cast<uintptr_t>(curthread_fast());
 	}
 	bool recursed() const noexcept { return owned() && mtx_recurse != 0; }
@@ -306,7 +310,8 @@ public:
 	thread *owner() const noexcept
 	{
 		uintptr_t v = mtx_lock.load(std::memory_order_relaxed);
-		return v == MTX_DESTROYED ? nullptr : reinterpret_cast<thread *>(v);
+		return v == MTX_DESTROYED ? nullptr :
+		    reinterpret_cast<thread *>(v & ~uintptr_t{MTX_RECURSED});
 	}
 
 	void assert_owned(const char *file = __builtin_FILE(),
@@ -323,6 +328,8 @@ public:
 private:
 	void lock_hard(uintptr_t v, const char *file, int line) noexcept;
 	void unlock_hard(const char *file, int line) noexcept;
+	void lock_watched(const char *file, int line) noexcept;
+	void unlock_watched(const char *file, int line) noexcept;
 
 	lock_object mtx_lo;                        // (c)
 	std::atomic<uintptr_t> mtx_lock{MTX_UNOWNED}; // (a)

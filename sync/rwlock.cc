@@ -25,6 +25,7 @@
 #include "runtime/internal/spinlock.h"
 #include "runtime/panic.h"
 #include "sync/internal/lock_delay.h"
+#include "sync/internal/ts_block.h"
 #include "sync/internal/ts_tdstate.h"
 #include "sync/lock_profile.h"
 #include "sync/turnstile.h"
@@ -40,19 +41,6 @@ namespace {
 
 constexpr unsigned RW_SPIN_LIMIT = 4096;
 constexpr unsigned RW_DELAY_MAX = 128;
-
-inline thread *
-rw_owner(uintptr_t v) noexcept
-{
-	return (v & RW_LOCK_READ) ? nullptr :
-	    reinterpret_cast<thread *>(v & ~uintptr_t{RW_LOCK_FLAGMASK});
-}
-
-inline uintptr_t
-rw_readers(uintptr_t v) noexcept
-{
-	return (v & RW_LOCK_READ) ? v >> RW_READERS_SHIFT : 0;
-}
 
 void
 assert_rw(const lock_object *lo, int what, const char *file, int line)
@@ -122,13 +110,13 @@ thread *
 rwlock::owner() const noexcept
 {
 	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
-	return v == RW_DESTROYED ? nullptr : rw_owner(v);
+	return v == RW_DESTROYED ? nullptr : sw_owner(v);
 }
 
 unsigned
 rwlock::readers() const noexcept
 {
-	return static_cast<unsigned>(rw_readers(rw_lock.load(std::memory_order_relaxed)));
+	return static_cast<unsigned>(sw_sharers(rw_lock.load(std::memory_order_relaxed)));
 }
 
 void
@@ -144,7 +132,7 @@ rwlock::wlock_hard(const char *file, int line) noexcept
 		panic("rw_wlock() of rwlock \"%s\" in a critical section @ %s:%d",
 		    rw_lo.lo_name, file, line);
 	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
-	if (rw_owner(v) == td) {
+	if (sw_owner(v) == td) {
 		if (!(rw_lo.lo_flags & LO_RECURSABLE))
 			panic("_rw_wlock_hard: recursed on non-recursive rwlock %s "
 			      "@ %s:%d",
@@ -165,54 +153,37 @@ rwlock::wlock_hard(const char *file, int line) noexcept
 		}
 		if (v == RW_DESTROYED)
 			lock_check_failed(&rw_lo, "rw_wlock()", file, line);
-		thread *owner = rw_owner(v);
+		thread *owner = sw_owner(v);
 		if (spun < RW_SPIN_LIMIT &&
 		    ((owner != nullptr && owner->td_state == TDS_RUNNING) ||
-			(owner == nullptr && rw_readers(v) != 0))) {
+			(owner == nullptr && sw_sharers(v) != 0))) {
 			unsigned delay = 1;
 			spun += delay;
 			lock_delay(delay, RW_DELAY_MAX);
 			v = rw_lock.load(std::memory_order_relaxed);
 			continue;
 		}
-		turnstile *ts = turnstile_trywait(&rw_lo);
-		v = rw_lock.load(std::memory_order_relaxed);
-	retry_ts:
-		if (v == RW_DESTROYED) {
-			turnstile_cancel(ts, &rw_lo);
-			continue;
-		}
-		owner = rw_owner(v);
-		if ((v & ~uintptr_t{RW_LOCK_WAITERS}) == RW_UNLOCKED) {
-			// Free but for waiter bits: take it, keep the bits.
-			uintptr_t x = v & RW_LOCK_WAITERS;
-			if (rw_lock.compare_exchange_strong(v, tid | x,
-				std::memory_order_acquire, std::memory_order_relaxed)) {
-				if (x != 0 && ts != nullptr)
-					turnstile_claim(ts, &rw_lo);
-				else
-					turnstile_cancel(ts, &rw_lo);
-				break;
-			}
-			goto retry_ts;
-		}
-		if (owner != nullptr && spun < RW_SPIN_LIMIT &&
-		    owner->td_state == TDS_RUNNING &&
-		    !(owner->td_flags & TDF_FOREIGN)) {
-			turnstile_cancel(ts, &rw_lo);
-			v = rw_lock.load(std::memory_order_relaxed);
-			continue;
-		}
-		if (!(v & RW_LOCK_WRITE_WAITERS)) {
-			if (!rw_lock.compare_exchange_strong(v,
-				v | RW_LOCK_WRITE_WAITERS, std::memory_order_relaxed,
-				std::memory_order_relaxed))
-				goto retry_ts;
-		}
-		witness_block(&rw_lo, owner, file, line);
-		turnstile_wait(ts, &rw_lo, owner, TS_EXCLUSIVE_QUEUE);
-		witness_unblock();
-		v = rw_lock.load(std::memory_order_relaxed);
+		auto look = [&](uintptr_t &x, turnstile *ts) {
+			if (x == RW_DESTROYED)
+				return TSL_RETRY;
+			if ((x & ~uintptr_t{RW_LOCK_WAITERS}) != RW_UNLOCKED)
+				return TSL_BLOCK;
+			// Free but for waiter bits: take it, keep the bits, and
+			// own the turnstile if anyone waits on it.
+			uintptr_t bits = x & RW_LOCK_WAITERS;
+			if (!rw_lock.compare_exchange_strong(x, tid | bits,
+				std::memory_order_acquire, std::memory_order_relaxed))
+				return TSL_REREAD;
+			if (bits != 0 && ts != nullptr)
+				turnstile_claim(ts, &rw_lo);
+			else
+				turnstile_cancel(ts, &rw_lo);
+			return TSL_TAKEN;
+		};
+		if (turnstile_block(&rw_lo, rw_lock, v, RW_LOCK_WRITE_WAITERS,
+			TS_EXCLUSIVE_QUEUE, spun < RW_SPIN_LIMIT, look, sw_owner,
+			file, line) == TSL_TAKEN)
+			break;
 	}
 	held(td, 0, 1);
 	lock_profile_acquired(&rw_lo, true, t0, file, line);
@@ -229,14 +200,14 @@ rwlock::try_lock(const char *file, int line) noexcept
 		lock_check_failed(&rw_lo, "rw_try_wlock()", file, line);
 	lock_check_live(&rw_lo, "rw_try_wlock()", file, line);
 	bool w = witness_watched(&rw_lo);
-	if (rw_owner(v) == td && (rw_lo.lo_flags & LO_RECURSABLE)) {
+	if (sw_owner(v) == td && (rw_lo.lo_flags & LO_RECURSABLE)) {
 		rw_recurse++;
 		if (w)
 			witness_lock(&rw_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file,
 			    line);
 		return true;
 	}
-	if (rw_owner(v) == td && w)
+	if (sw_owner(v) == td && w)
 		witness_try_recursion(&rw_lo, file, line);
 	v = RW_UNLOCKED;
 	if (rw_lock.compare_exchange_strong(v, reinterpret_cast<uintptr_t>(td),
@@ -272,7 +243,7 @@ rwlock::unlock(const char *file, int line) noexcept
 	if (v == RW_DESTROYED)
 		lock_check_failed(&rw_lo, "rw_wunlock()", file, line);
 	lock_check_live(&rw_lo, "rw_wunlock()", file, line);
-	if (rw_owner(v) != td)
+	if (sw_owner(v) != td)
 		panic("rw_wunlock() of rwlock \"%s\" not write-locked @ %s:%d",
 		    rw_lo.lo_name, file, line);
 	if (rw_recurse != 0) {
@@ -326,7 +297,7 @@ rwlock::lock_shared(const char *file, int line) noexcept
 	if (td->td_critnest != 0)
 		panic("rw_rlock() of rwlock \"%s\" in a critical section @ %s:%d",
 		    rw_lo.lo_name, file, line);
-	if (rw_owner(v) == td)
+	if (sw_owner(v) == td)
 		panic("rw_rlock: wlock already held for %s @ %s:%d", rw_lo.lo_name,
 		    file, line);
 	bool recursing = td_rw_rlocks(td) > 0;
@@ -341,7 +312,7 @@ rwlock::lock_shared(const char *file, int line) noexcept
 		}
 		if (v == RW_DESTROYED)
 			lock_check_failed(&rw_lo, "rw_rlock()", file, line);
-		thread *owner = rw_owner(v);
+		thread *owner = sw_owner(v);
 		if (owner != nullptr && spun < RW_SPIN_LIMIT &&
 		    owner->td_state == TDS_RUNNING) {
 			unsigned delay = 1;
@@ -350,33 +321,16 @@ rwlock::lock_shared(const char *file, int line) noexcept
 			v = rw_lock.load(std::memory_order_relaxed);
 			continue;
 		}
-		turnstile *ts = turnstile_trywait(&rw_lo);
-		v = rw_lock.load(std::memory_order_relaxed);
-	retry_ts:
-		if (v == RW_DESTROYED ||
-		    ((v & RW_LOCK_READ) &&
-			(recursing || !(v & RW_LOCK_WRITE_WAITERS)))) {
-			turnstile_cancel(ts, &rw_lo);
-			continue;
-		}
-		owner = rw_owner(v);
-		if (owner != nullptr && spun < RW_SPIN_LIMIT &&
-		    owner->td_state == TDS_RUNNING &&
-		    !(owner->td_flags & TDF_FOREIGN)) {
-			turnstile_cancel(ts, &rw_lo);
-			v = rw_lock.load(std::memory_order_relaxed);
-			continue;
-		}
-		if (!(v & RW_LOCK_READ_WAITERS)) {
-			if (!rw_lock.compare_exchange_strong(v,
-				v | RW_LOCK_READ_WAITERS, std::memory_order_relaxed,
-				std::memory_order_relaxed))
-				goto retry_ts;
-		}
-		witness_block(&rw_lo, owner, file, line);
-		turnstile_wait(ts, &rw_lo, owner, TS_SHARED_QUEUE);
-		witness_unblock();
-		v = rw_lock.load(std::memory_order_relaxed);
+		auto look = [&](uintptr_t &x, turnstile *) {
+			return x == RW_DESTROYED ||
+				((x & RW_LOCK_READ) &&
+				    (recursing || !(x & RW_LOCK_WRITE_WAITERS))) ?
+			    TSL_RETRY :
+			    TSL_BLOCK;
+		};
+		(void)turnstile_block(&rw_lo, rw_lock, v, RW_LOCK_READ_WAITERS,
+		    TS_SHARED_QUEUE, spun < RW_SPIN_LIMIT, look, sw_owner, file,
+		    line);
 	}
 	held(td, 1, 0);
 	lock_profile_acquired(&rw_lo, false, t0, file, line);
@@ -415,12 +369,12 @@ rwlock::unlock_shared(const char *file, int line) noexcept
 	for (;;) {
 		if (v == RW_DESTROYED)
 			lock_check_failed(&rw_lo, "rw_runlock()", file, line);
-		if (!(v & RW_LOCK_READ) || rw_readers(v) == 0) {
+		if (!(v & RW_LOCK_READ) || sw_sharers(v) == 0) {
 			lock_check_live(&rw_lo, "rw_runlock()", file, line);
 			panic("rw_runlock() of rwlock \"%s\" not read-locked @ %s:%d",
 			    rw_lo.lo_name, file, line);
 		}
-		if (rw_readers(v) > 1 || !(v & RW_LOCK_WAITERS)) {
+		if (sw_sharers(v) > 1 || !(v & RW_LOCK_WAITERS)) {
 			if (rw_lock.compare_exchange_weak(v, v - RW_ONE_READER,
 				std::memory_order_release, std::memory_order_relaxed))
 				break;
@@ -429,7 +383,7 @@ rwlock::unlock_shared(const char *file, int line) noexcept
 		// The last reader, with waiters: release under the chain lock.
 		turnstile_chain_lock(&rw_lo);
 		v = rw_lock.load(std::memory_order_relaxed);
-		if (rw_readers(v) != 1 || !(v & RW_LOCK_WAITERS)) {
+		if (sw_sharers(v) != 1 || !(v & RW_LOCK_WAITERS)) {
 			turnstile_chain_unlock(&rw_lo);
 			continue;
 		}
@@ -467,11 +421,11 @@ rwlock::try_upgrade(const char *file, int line) noexcept
 	if (w)
 		witness_upgrade(&rw_lo, LOP_EXCLUSIVE | LOP_TRYLOCK |
 			WITNESS_LOP_CHECKONLY, file, line);
-	if (!(v & RW_LOCK_READ) || rw_readers(v) == 0)
+	if (!(v & RW_LOCK_READ) || sw_sharers(v) == 0)
 		panic("rw_try_upgrade() of rwlock \"%s\" not read-locked @ %s:%d",
 		    rw_lo.lo_name, file, line);
 	for (;;) {
-		if (rw_readers(v) > 1)
+		if (sw_sharers(v) > 1)
 			return false;
 		if (!(v & RW_LOCK_WAITERS)) {
 			if (rw_lock.compare_exchange_weak(v, tid,
@@ -483,7 +437,7 @@ rwlock::try_upgrade(const char *file, int line) noexcept
 		v = rw_lock.load(std::memory_order_relaxed);
 		bool ok = false;
 		for (;;) {
-			if (rw_readers(v) > 1) {
+			if (sw_sharers(v) > 1) {
 				turnstile_cancel(ts, &rw_lo);
 				return false;
 			}
@@ -517,7 +471,7 @@ rwlock::downgrade(const char *file, int line) noexcept
 		lock_check_failed(&rw_lo, "rw_downgrade()", file, line);
 	if (witness_watched(&rw_lo))
 		witness_downgrade(&rw_lo, 0, file, line);
-	if (rw_owner(v) != td)
+	if (sw_owner(v) != td)
 		panic("rw_downgrade() of rwlock \"%s\" not write-locked @ %s:%d",
 		    rw_lo.lo_name, file, line);
 	if (rw_recurse != 0)
@@ -571,13 +525,13 @@ rwlock::assert_state(int what, const char *file, int line) const noexcept
 {
 	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
 	thread *td = curthread_fast();
-	bool wown = v != RW_DESTROYED && rw_owner(v) == td;
+	bool wown = v != RW_DESTROYED && sw_owner(v) == td;
 	switch (what & ~(RA_RECURSED | RA_NOTRECURSED)) {
 	case RA_LOCKED:
 	case RA_RLOCKED:
 		if (wown && what != RA_RLOCKED)
 			return;
-		if (!(v & RW_LOCK_READ) || rw_readers(v) == 0 ||
+		if (!(v & RW_LOCK_READ) || sw_sharers(v) == 0 ||
 		    td_rw_rlocks(td) == 0)
 			panic("Lock %s not %slocked @ %s:%d", rw_lo.lo_name,
 			    what == RA_RLOCKED ? "read " : "", file, line);

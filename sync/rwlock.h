@@ -5,19 +5,11 @@
 // recurse; writers recurse with LOCK_RECURSE.  Writer preference: a new
 // reader waits while writers wait, unless it already holds read locks.
 //
-// Lock word (rw_lock), FreeBSD's:
-//
-//	63                              5  4    3       2         1        0
-//	+--------------------------------+---------+---------+---------+------+
-//	| read mode: count of readers    |  (zero) | WWAITER | RWAITER | READ |
-//	+--------------------------------+---------+---------+---------+------+
-//	| write mode: owner struct thread *, 8-aligned | WWAITER | RWAITER |  0   |
-//	+----------------------------------------------+---------+---------+------+
-//
-// FreeBSD also keeps WRITE_SPINNER and a RECURSED bit in the word; here
-// struct thread is only 8-aligned, so the owner leaves three low bits, and
-// writer recursion is counted in rw_recurse alone (the owner's unlock fast
-// path checks it first).
+// Lock word (rw_lock): the layout shared with sx (sync/internal/
+// shared_word.h), READ = SHARED, RWAITER / WWAITER = the shared / exclusive
+// waiter bits.  FreeBSD also keeps WRITE_SPINNER and a RECURSED bit in the
+// word; here writer recursion is counted in rw_recurse alone (the owner's
+// unlock fast path checks it first).
 //
 // Invariants:
 //   - READ set: read mode (count << 5 readers, 0 = unlocked); READ clear:
@@ -53,21 +45,22 @@
 
 #include "runtime/internal/curthread.h"
 #include "runtime/thread.h"
+#include "sync/internal/shared_word.h"
 #include "sync/lock.h"
 #include "sync/witness.h"
 
 namespace usmp {
 
 enum : uintptr_t {
-	RW_LOCK_READ = 0x01,
-	RW_LOCK_READ_WAITERS = 0x02,
-	RW_LOCK_WRITE_WAITERS = 0x04,
-	RW_LOCK_FLAGMASK = 0x07,
-	RW_LOCK_WAITERS = RW_LOCK_READ_WAITERS | RW_LOCK_WRITE_WAITERS,
-	RW_READERS_SHIFT = 5,
-	RW_ONE_READER = uintptr_t{1} << RW_READERS_SHIFT,
-	RW_UNLOCKED = RW_LOCK_READ,
-	RW_DESTROYED = RW_LOCK_READ_WAITERS | RW_LOCK_WRITE_WAITERS,
+	RW_LOCK_READ = SW_SHARED,
+	RW_LOCK_READ_WAITERS = SW_SHARED_WAITERS,
+	RW_LOCK_WRITE_WAITERS = SW_EXCLUSIVE_WAITERS,
+	RW_LOCK_FLAGMASK = SW_FLAGMASK,
+	RW_LOCK_WAITERS = SW_WAITERS,
+	RW_READERS_SHIFT = SW_SHARERS_SHIFT,
+	RW_ONE_READER = SW_ONE_SHARER,
+	RW_UNLOCKED = SW_UNLOCKED,
+	RW_DESTROYED = SW_DESTROYED,
 };
 
 // rw_assert() kinds (RA_*).

@@ -102,6 +102,7 @@
 #include "runtime/critical.h"
 #include "runtime/internal/curthread.h"
 #include "runtime/internal/seam.h"
+#include "runtime/internal/sim.h"
 #include "runtime/machine.h"
 #include "runtime/panic.h"
 #include "runtime/thread.h"
@@ -231,12 +232,15 @@ sq_unlink(sleepqueue_chain *sc, sleepqueue *sq, thread *td) noexcept
 	else
 		sq->sq_tail[q] = td->td_slpq_prev;
 	td->td_slpq_next = td->td_slpq_prev = nullptr;
-	sq->sq_blockedcnt[q]--;
+	// The count just stored is tested from the register: a load of both
+	// counts as one word right after the 4-byte store would miss store
+	// forwarding (a stall on every wakeup).
+	int left = --sq->sq_blockedcnt[q];
 	td->td_sleepqueue = nullptr;
 	td->td_wchan = nullptr;
 	td->td_wmesg = nullptr;
 	td->td_sqflags &= static_cast<uint8_t>(~(SQF_ONQ | SQF_SINTR));
-	if (sq->sq_blockedcnt[0] == 0 && sq->sq_blockedcnt[1] == 0) {
+	if (left == 0 && sq->sq_blockedcnt[q ^ 1] == 0) {
 		sleepqueue **pp = &sc->sc_queues;
 		while (*pp != sq)
 			pp = &(*pp)->sq_next;
@@ -409,6 +413,10 @@ sq_foreign_wait(sleepqueue_chain *sc, thread *td) noexcept
 			spinlock_exit();
 			// Woken meanwhile, or we left: either way done.
 			return;
+		}
+		if (sim_active()) { // the driver runs the simulation instead
+			sim_wait_word(&td->td_sqwait, w, timed ? deadline : 0);
+			continue;
 		}
 		if (timed) {
 			struct timespec ts;

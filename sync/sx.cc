@@ -95,19 +95,6 @@ tid_of(thread *td) noexcept
 	return reinterpret_cast<uintptr_t>(td);
 }
 
-inline thread *
-owner_of(uintptr_t x) noexcept
-{
-	return (x & SX_LOCK_SHARED) ? nullptr :
-	    reinterpret_cast<thread *>(x & ~uintptr_t{SX_LOCK_FLAGMASK});
-}
-
-inline uintptr_t
-sharers(uintptr_t x) noexcept
-{
-	return x >> SX_SHARERS_SHIFT;
-}
-
 void
 sx_lc_assert(const lock_object *lo, int what, const char *file, int line)
 {
@@ -203,7 +190,7 @@ sx::lock(const char *file, int line) noexcept
 	uint64_t t0 = 0;
 	if (__builtin_expect(!sx_lock.compare_exchange_strong(v, tid,
 		std::memory_order_acquire, std::memory_order_relaxed), 0)) {
-		recursing = owner_of(v) == reinterpret_cast<thread *>(tid);
+		recursing = sw_owner(v) == reinterpret_cast<thread *>(tid);
 		t0 = lock_profile_wait_start(!recursing);
 		(void)xlock_hard(tid, 0, file, line);
 	}
@@ -227,7 +214,7 @@ sx::lock_sig(const char *file, int line) noexcept
 	uint64_t t0 = 0;
 	if (!sx_lock.compare_exchange_strong(v, tid, std::memory_order_acquire,
 		std::memory_order_relaxed)) {
-		recursing = owner_of(v) == reinterpret_cast<thread *>(tid);
+		recursing = sw_owner(v) == reinterpret_cast<thread *>(tid);
 		t0 = lock_profile_wait_start(!recursing);
 		error = xlock_hard(tid, SLEEPQ_INTERRUPTIBLE, file, line);
 	}
@@ -248,7 +235,7 @@ sx::try_lock(const char *file, int line) noexcept
 	    std::memory_order_acquire, std::memory_order_relaxed);
 	if (got)
 		lock_profile_acquired(&sx_lo, true, 0, file, line);
-	else if (owner_of(v) == td && (sx_lo.lo_flags & LO_RECURSABLE)) {
+	else if (sw_owner(v) == td && (sx_lo.lo_flags & LO_RECURSABLE)) {
 		sx_recurse++;
 		got = true;
 	}
@@ -258,7 +245,7 @@ sx::try_lock(const char *file, int line) noexcept
 			    line);
 		return true;
 	}
-	if (owner_of(v) == td && witness_watched(&sx_lo))
+	if (sw_owner(v) == td && witness_watched(&sx_lo))
 		witness_try_recursion(&sx_lo, file, line);
 	return false;
 }
@@ -268,7 +255,7 @@ sx::xlock_hard(uintptr_t tid, int flags, const char *file, int line) noexcept
 {
 	thread *td = reinterpret_cast<thread *>(tid);
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
-	if (owner_of(x) == td) {
+	if (sw_owner(x) == td) {
 		if (!(sx_lo.lo_flags & LO_RECURSABLE))
 			panic("_sx_xlock_hard: recursed on non-recursive sx \"%s\" "
 			    "@ %s:%d", sx_lo.lo_name, file, line);
@@ -313,7 +300,7 @@ sx::unlock(const char *file, int line) noexcept
 		witness_unlock(&sx_lo, LOP_EXCLUSIVE, file, line);
 	thread *td = curthread_fast();
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
-	if (__builtin_expect(owner_of(x) != td, 0))
+	if (__builtin_expect(sw_owner(x) != td, 0))
 		panic("sx_xunlock: sx \"%s\" not exclusively locked by thread "
 		    "\"%s\" (tid %d) @ %s:%d", sx_lo.lo_name, td->td_name,
 		    td->td_tid, file, line);
@@ -413,7 +400,7 @@ sx::slock_hard(int flags, const char *file, int line) noexcept
 {
 	thread *td = curthread_fast();
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
-	if (__builtin_expect(owner_of(x) == td, 0))
+	if (__builtin_expect(sw_owner(x) == td, 0))
 		panic("sx_slock: sx \"%s\" already exclusively locked by thread "
 		    "\"%s\" @ %s:%d", sx_lo.lo_name, td->td_name, file, line);
 	bool checked = false;
@@ -454,10 +441,10 @@ sx::unlock_shared(const char *file, int line) noexcept
 		witness_unlock(&sx_lo, 0, file, line);
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
 	for (;;) {
-		if (__builtin_expect(!(x & SX_LOCK_SHARED) || sharers(x) == 0, 0))
+		if (__builtin_expect(!(x & SX_LOCK_SHARED) || sw_sharers(x) == 0, 0))
 			panic("sx_sunlock: sx \"%s\" not share locked @ %s:%d",
 			    sx_lo.lo_name, file, line);
-		if (sharers(x) > 1 || !(x & SX_LOCK_WAITERS)) {
+		if (sw_sharers(x) > 1 || !(x & SX_LOCK_WAITERS)) {
 			if (sx_lock.compare_exchange_weak(x, x - SX_ONE_SHARER,
 				std::memory_order_release,
 				std::memory_order_relaxed))
@@ -475,7 +462,7 @@ sx::sunlock_hard(const char *file, int line) noexcept
 	sleepq_lock(this);
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
 	for (;;) {
-		if (sharers(x) > 1 || !(x & SX_LOCK_WAITERS)) {
+		if (sw_sharers(x) > 1 || !(x & SX_LOCK_WAITERS)) {
 			if (sx_lock.compare_exchange_weak(x, x - SX_ONE_SHARER,
 				std::memory_order_release,
 				std::memory_order_relaxed)) {
@@ -550,14 +537,14 @@ sx::downgrade(const char *file, int line) noexcept
 bool
 sx::xlocked() const noexcept
 {
-	return owner_of(sx_lock.load(std::memory_order_relaxed)) ==
+	return sw_owner(sx_lock.load(std::memory_order_relaxed)) ==
 	    curthread_fast();
 }
 
 thread *
 sx::xholder() const noexcept
 {
-	return owner_of(sx_lock.load(std::memory_order_relaxed));
+	return sw_owner(sx_lock.load(std::memory_order_relaxed));
 }
 
 void
@@ -572,7 +559,7 @@ void
 sx::assert_slocked(const char *file, int line) const noexcept
 {
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
-	if (!(x & SX_LOCK_SHARED) || sharers(x) == 0)
+	if (!(x & SX_LOCK_SHARED) || sw_sharers(x) == 0)
 		panic("Lock %s not share locked @ %s:%d", sx_lo.lo_name, file,
 		    line);
 }
@@ -581,7 +568,7 @@ void
 sx::assert_locked(const char *file, int line) const noexcept
 {
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
-	if (!xlocked() && !((x & SX_LOCK_SHARED) && sharers(x) != 0))
+	if (!xlocked() && !((x & SX_LOCK_SHARED) && sw_sharers(x) != 0))
 		panic("Lock %s not locked @ %s:%d", sx_lo.lo_name, file, line);
 }
 

@@ -10,17 +10,11 @@
 // with LOCK_RECURSE.  Meets Lockable and SharedLockable, so
 // std::unique_lock, std::shared_lock and std::scoped_lock work.
 //
-// The lock word sx_lock (an uintptr_t):
-//
-//     bit 0   SX_LOCK_SHARED              1: shared mode (or unlocked)
-//     bit 1   SX_LOCK_SHARED_WAITERS      sleepers on queue 1
-//     bit 2   SX_LOCK_EXCLUSIVE_WAITERS   sleepers on queue 0
-//     bits 3-4 shared mode: zero; exclusive mode: part of the owner
-//     bits 5- shared: number of sharers
-//     bits 3- exclusive: the owner thread pointer (struct thread is only
-//             8-aligned, so unlike FreeBSD there is no room for
-//             WRITE_SPINNER or RECURSED: no adaptive spinning here, and
-//             recursion is sx_recurse alone, which only the owner touches)
+// The lock word sx_lock: the layout shared with rwlock (sync/internal/
+// shared_word.h): SHARED (shared mode or unlocked), SHARED_WAITERS
+// (sleepers on queue 1), EXCLUSIVE_WAITERS (sleepers on queue 0), then the
+// number of sharers or the owner.  No adaptive spinning here, and
+// recursion is sx_recurse alone, which only the owner touches.
 //
 // Invariants: unlocked = SHARED with 0 sharers (0x1, waiter bits may stay
 // set only while the chain lock holder is about to clear them); destroyed
@@ -49,20 +43,21 @@
 #include <atomic>
 #include <cstdint>
 
+#include "sync/internal/shared_word.h"
 #include "sync/lock.h"
 
 namespace usmp {
 
 enum : uintptr_t {
-	SX_LOCK_SHARED = 0x01,
-	SX_LOCK_SHARED_WAITERS = 0x02,
-	SX_LOCK_EXCLUSIVE_WAITERS = 0x04,
-	SX_LOCK_FLAGMASK = 0x07, // below the owner pointer
-	SX_SHARERS_SHIFT = 5,
-	SX_ONE_SHARER = uintptr_t{1} << SX_SHARERS_SHIFT,
-	SX_LOCK_UNLOCKED = SX_LOCK_SHARED,
-	SX_LOCK_DESTROYED = SX_LOCK_SHARED_WAITERS | SX_LOCK_EXCLUSIVE_WAITERS,
-	SX_LOCK_WAITERS = SX_LOCK_SHARED_WAITERS | SX_LOCK_EXCLUSIVE_WAITERS,
+	SX_LOCK_SHARED = SW_SHARED,
+	SX_LOCK_SHARED_WAITERS = SW_SHARED_WAITERS,
+	SX_LOCK_EXCLUSIVE_WAITERS = SW_EXCLUSIVE_WAITERS,
+	SX_LOCK_FLAGMASK = SW_FLAGMASK,
+	SX_SHARERS_SHIFT = SW_SHARERS_SHIFT,
+	SX_ONE_SHARER = SW_ONE_SHARER,
+	SX_LOCK_UNLOCKED = SW_UNLOCKED,
+	SX_LOCK_DESTROYED = SW_DESTROYED,
+	SX_LOCK_WAITERS = SW_WAITERS,
 };
 
 extern const lock_class lock_class_sx;

@@ -82,11 +82,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <new>
 
 #include "runtime/critical.h"
 #include "runtime/internal/curthread.h"
 #include "runtime/internal/seam.h"
+#include "runtime/internal/sim.h"
 #include "runtime/internal/spinlock.h"
 #include "runtime/counters.h"
 #include "runtime/ktr.h"
@@ -552,6 +554,8 @@ turnstile_wait(turnstile *ts, const lock_object *lo, thread *owner, int q) noexc
 		// An OS thread: sleep on the futex in the waiter record.
 		spin_unlock(&ts->ts_lock);
 		turnstile_chain_unlock(lo);
+		if (sim_active()) // the driver runs the simulation instead
+			sim_wait_word(&w.tw_woken, 0, 0);
 		while (w.tw_woken.load(std::memory_order_acquire) == 0)
 			futex_op(&w.tw_woken, FUTEX_WAIT_PRIVATE, 0);
 		ts_unreserve();
@@ -658,6 +662,24 @@ turnstile_disown(turnstile *ts) noexcept
 		}
 	}
 	spin_unlock(&ts->ts_lock);
+}
+
+bool
+turnstile_describe_blocked(const thread *td, char *buf, std::size_t len,
+    const thread **owner) noexcept
+{
+	if (!(__atomic_load_n(&td->td_inhibitors, __ATOMIC_RELAXED) & TDI_LOCK))
+		return false;
+	const auto *ts = static_cast<const turnstile *>(
+	    __atomic_load_n(&td->td_wchan, __ATOMIC_RELAXED));
+	if (ts == nullptr)
+		return false;
+	const lock_object *lo = __atomic_load_n(&ts->ts_lockobj, __ATOMIC_RELAXED);
+	if (lo == nullptr)
+		return false;
+	std::snprintf(buf, len, "%s \"%s\"", lo->lo_class->lc_name, lo->lo_name);
+	*owner = __atomic_load_n(&ts->ts_owner, __ATOMIC_RELAXED);
+	return true;
 }
 
 } // namespace usmp

@@ -20,6 +20,7 @@
 //	turnstile_chain_unlock(lo);
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace usmp {
@@ -89,6 +90,16 @@ bool turnstile_empty(const turnstile *ts, int q) noexcept;
 // owners.  Called by the scheduler through its hook (installed by sync/);
 // requires td's thread lock, which is its turnstile's ts_lock, and keeps it.
 void turnstile_adjust(thread *td, int oldpri) noexcept;
+
+// For the thread dump (runtime/dump.h): if td is blocked on a turnstile,
+// write the lock's class and name to buf ("sleep mutex \"so_rcv\"") and
+// return true, with *owner the lock's owner (null for a read-locked rwlock).
+// Racy, without the turnstile's lock, as ddb reads: turnstiles are never
+// freed while a machine runs, so the reads are safe, but the result may be
+// stale and *owner must be compared against known threads, never
+// dereferenced.  Context: any.
+bool turnstile_describe_blocked(const thread *td, char *buf, std::size_t len,
+    const thread **owner) noexcept;
 
 // Test hook: switch priority propagation off (true by default), to show a
 // priority inversion happening.  Context: any.

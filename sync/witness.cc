@@ -65,6 +65,7 @@
 
 #include "runtime/critical.h"
 #include "runtime/internal/curthread.h"
+#include "runtime/internal/sim.h"
 #include "runtime/internal/spinlock.h"
 #include "runtime/panic.h"
 #include "runtime/thread.h"
@@ -239,6 +240,11 @@ static_assert(sizeof(kind_names) / sizeof(kind_names[0]) ==
 __attribute__((noinline)) witness_cpu *
 cpu_list() noexcept
 {
+	// Simulated, every CPU shares one OS thread: the list is the
+	// simulated agent's (runtime/sim.h).
+	if (sim_active())
+		return static_cast<witness_cpu *>(
+		    sim_agent_local(SIM_LOCAL_WITNESS, sizeof(witness_cpu)));
 	return &w_cpu;
 }
 
@@ -2189,9 +2195,16 @@ witness_unlock(lock_object *lo, unsigned flags, const char *file,
 	*np = n - 1;
 }
 
+namespace {
+
+// witness_upgrade() and witness_downgrade(): the same checks, with the verb
+// and the mode the lock must be held in swapped.  FreeBSD's messages
+// ("upgrade of non-upgradable lock", ...).  An upgrade also moves the
+// instance's acquisition site to the upgrade, as the exclusive hold begins
+// there; a downgrade keeps it.
 void
-witness_upgrade(lock_object *lo, unsigned flags, const char *file,
-    int line) noexcept
+witness_change_mode(lock_object *lo, bool up, unsigned flags,
+    const char *file, int line) noexcept
 {
 	if (!witness_watched(lo) || lo_w(lo) == nullptr)
 		return;
@@ -2199,76 +2212,59 @@ witness_upgrade(lock_object *lo, unsigned flags, const char *file,
 	witness_td *wt = wt_get(td);
 	if (wt == nullptr || wt->wt_in_report)
 		return;
+	const char *verb = up ? "upgrade" : "downgrade";
 	const char *what = nullptr;
 	lock_instance *li = find_instance(wt->wt_locks, wt->wt_count, lo);
 	if (!(lo->lo_flags & LO_UPGRADABLE))
-		what = "upgrade of non-upgradable lock";
+		what = "non-upgradable lock";
 	else if (lo->lo_class->lc_flags & LC_SPINLOCK)
-		what = "upgrade of non-sleep lock";
+		what = "non-sleep lock";
 	else if (li == nullptr)
-		what = "upgrade of unlocked lock";
-	else if (li->li_flags & LI_EXCLUSIVE)
-		what = "upgrade of exclusive lock";
+		what = "unlocked lock";
+	else if (((li->li_flags & LI_EXCLUSIVE) != 0) == up)
+		what = up ? "exclusive lock" : "shared lock";
 	else if (li->li_flags & LI_RECURSEMASK) {
 		lock_instance held = *li;
-		report_simple(witness_kind::upgrade, "upgrade of recursed lock",
-		    lo, file, line, &held,
-		    "upgrade of recursed lock (%s) %s r=%u @ %s:%d\n",
-		    class_name(lo), lo->lo_name, held.li_flags & LI_RECURSEMASK,
-		    file, line);
+		char kind[40];
+		std::snprintf(kind, sizeof(kind), "%s of recursed lock", verb);
+		report_simple(witness_kind::upgrade, kind, lo, file, line, &held,
+		    "%s (%s) %s r=%u @ %s:%d\n", kind, class_name(lo),
+		    lo->lo_name, held.li_flags & LI_RECURSEMASK, file, line);
 		return;
 	}
 	if (what != nullptr) {
-		report_simple(witness_kind::upgrade, what, lo, file, line, nullptr,
-		    "%s (%s) %s @ %s:%d\n", what, class_name(lo), lo->lo_name,
+		char kind[40];
+		std::snprintf(kind, sizeof(kind), "%s of %s", verb, what);
+		report_simple(witness_kind::upgrade, kind, lo, file, line, nullptr,
+		    "%s (%s) %s @ %s:%d\n", kind, class_name(lo), lo->lo_name,
 		    file, line);
 		return;
 	}
 	if (flags & WITNESS_LOP_CHECKONLY)
 		return;
-	li->li_flags |= LI_EXCLUSIVE;
-	li->li_file = file;
-	li->li_line = line;
+	if (up) {
+		li->li_flags |= LI_EXCLUSIVE;
+		li->li_file = file;
+		li->li_line = line;
+	} else {
+		li->li_flags &= ~LI_EXCLUSIVE;
+	}
+}
+
+} // namespace
+
+void
+witness_upgrade(lock_object *lo, unsigned flags, const char *file,
+    int line) noexcept
+{
+	witness_change_mode(lo, true, flags, file, line);
 }
 
 void
 witness_downgrade(lock_object *lo, unsigned flags, const char *file,
     int line) noexcept
 {
-	if (!witness_watched(lo) || lo_w(lo) == nullptr)
-		return;
-	thread *td = curthread_fast();
-	witness_td *wt = wt_get(td);
-	if (wt == nullptr || wt->wt_in_report)
-		return;
-	const char *what = nullptr;
-	lock_instance *li = find_instance(wt->wt_locks, wt->wt_count, lo);
-	if (!(lo->lo_flags & LO_UPGRADABLE))
-		what = "downgrade of non-upgradable lock";
-	else if (lo->lo_class->lc_flags & LC_SPINLOCK)
-		what = "downgrade of non-sleep lock";
-	else if (li == nullptr)
-		what = "downgrade of unlocked lock";
-	else if (!(li->li_flags & LI_EXCLUSIVE))
-		what = "downgrade of shared lock";
-	else if (li->li_flags & LI_RECURSEMASK) {
-		lock_instance held = *li;
-		report_simple(witness_kind::upgrade, "downgrade of recursed lock",
-		    lo, file, line, &held,
-		    "downgrade of recursed lock (%s) %s r=%u @ %s:%d\n",
-		    class_name(lo), lo->lo_name, held.li_flags & LI_RECURSEMASK,
-		    file, line);
-		return;
-	}
-	if (what != nullptr) {
-		report_simple(witness_kind::upgrade, what, lo, file, line, nullptr,
-		    "%s (%s) %s @ %s:%d\n", what, class_name(lo), lo->lo_name,
-		    file, line);
-		return;
-	}
-	if (flags & WITNESS_LOP_CHECKONLY)
-		return;
-	li->li_flags &= ~LI_EXCLUSIVE;
+	witness_change_mode(lo, false, flags, file, line);
 }
 
 void

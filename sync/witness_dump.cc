@@ -1,6 +1,7 @@
 // The thread dump's "locks held" lines (runtime/dump.h) from WITNESS's
-// "show locks" (sync/witness.h): runtime/ cannot call sync/, so the dump
-// calls a hook, installed here at static initialisation.
+// "show locks" (sync/witness.h), and the lock and owner a blocked thread
+// waits for, from its turnstile (sync/turnstile.h): runtime/ cannot call
+// sync/, so the dump calls hooks, installed here at static initialisation.
 //
 // What is shown: the sleep locks each thread holds, as WITNESS tracks them
 // (name, type, recursion, where taken), newest first; for the thread that
@@ -17,6 +18,7 @@
 
 #include "runtime/config.h"
 #include "runtime/dump.h"
+#include "sync/turnstile.h"
 #include "sync/witness.h"
 
 namespace usmp {
@@ -51,6 +53,7 @@ hook() noexcept
 {
 	if constexpr (config::witness)
 		thread_dump_set_locks_hook(witness_dump_locks);
+	thread_dump_set_blocked_hook(turnstile_describe_blocked);
 	return true;
 }
 

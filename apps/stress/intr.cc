@@ -97,12 +97,13 @@ run_callout(context &ctx)
 				s.pending = true;
 			} else {
 				// callout(9): 1 if it was pending and is
-				// stopped; 0 if a run is still executing (the
-				// handler released the lock but the softclock
-				// has not yet let go of the callout), which
-				// also unschedules a pending re-run; -1 if it
-				// was neither.  So: never -1 for a pending
-				// call, never 1 for one that was not.
+				// stopped; 0 if a run is still executing; -1
+				// if it was neither.  With the lock held a run
+				// whose handler returned (the softclock has not
+				// yet let go of the callout) is not executing
+				// any more (interrupts/callout.h).  So: never
+				// -1 for a pending call, never 1 for one that
+				// was not.
 				int was = callout_stop(&s.c);
 				if (s.pending ? was == -1 : was == 1)
 					ctx.fail("callout: callout_stop returned %d "

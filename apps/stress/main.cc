@@ -28,6 +28,7 @@
 #include "runtime/machine.h"
 #include "runtime/panic.h"
 #include "runtime/pcpu.h"
+#include "runtime/sim.h"
 #include "runtime/thread.h"
 #include "sync/witness.h"
 
@@ -98,7 +99,25 @@ struct options {
 	std::string witness_graph;
 	std::string trace;           // --trace: Chrome trace JSON path
 	uint64_t trace_entries = 0;  // 0: the library's default ring size
+	bool sim = false;            // --sim: deterministic simulation
+	std::string strategy = "random";
+	int pct_depth = 3;
+	int preempt_bound = -1;
+	std::string sim_log;         // --sim-log: the step log
+	std::string replay_hint;     // the replay command line
 };
+
+// Seconds since t0: virtual time under --sim (the budget must not depend
+// on how fast the host runs the simulation), else the steady clock.
+double
+elapsed(const options &o, std::chrono::steady_clock::time_point t0,
+    uint64_t v0)
+{
+	if (o.sim)
+		return double(usmp::sim::now_ns() - v0) / 1e9;
+	return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+	    .count();
+}
 
 // The scheduler's counters (runtime/counters.h), read by name as sysctl
 // would: kern.sched.preemptions counts every involuntary switch, those
@@ -176,6 +195,7 @@ run_one(const scenario &s, const options &o, bool tty)
 	sched_counts before = read_counts();
 	uint64_t reports_before = witness_report_count();
 	auto start = clock::now();
+	uint64_t vstart = usmp::sim::now_ns();
 
 	thread_attr a;
 	a.name = "stress main";
@@ -191,7 +211,7 @@ run_one(const scenario &s, const options &o, bool tty)
 	while (!finished.load(std::memory_order_acquire)) {
 		thread_sleep(std::chrono::milliseconds(10));
 		auto now = clock::now();
-		double t = std::chrono::duration<double>(now - start).count();
+		double t = elapsed(o, start, vstart);
 		if (budget > 0 && t >= budget)
 			ctx.stop();
 		if (tty && now - last_draw >= std::chrono::milliseconds(100)) {
@@ -214,7 +234,7 @@ run_one(const scenario &s, const options &o, bool tty)
 	else
 		runner.detach(); // stuck for good: the driver reports and exits
 
-	res.seconds = std::chrono::duration<double>(clock::now() - start).count();
+	res.seconds = elapsed(o, start, vstart);
 	sched_counts after = read_counts();
 	res.counts = {after.switches - before.switches,
 	    after.preemptions - before.preemptions, after.steals - before.steals};
@@ -410,6 +430,18 @@ main(int argc, char **argv)
 	app.add_option("--witness-graph", o.witness_graph,
 	    "write the learned lock-order graph here at the end (.svg, .png, "
 	    ".pdf through Graphviz; .dot as is), reversals in red");
+	app.add_flag("--sim", o.sim,
+	    "deterministic simulation (runtime/sim.h): every CPU on one OS "
+	    "thread, every choice from --seed, virtual time; the same seed "
+	    "replays the same interleaving (the io scenario is left out)");
+	app.add_option("--strategy", o.strategy, "--sim strategy: random or pct")
+	    ->check(CLI::IsMember({"random", "pct"}));
+	app.add_option("--pct-depth", o.pct_depth, "--sim pct: bug depth d")
+	    ->check(CLI::Range(1, 64));
+	app.add_option("--preempt-bound", o.preempt_bound,
+	    "--sim: at most this many preemptions (-1: no bound)");
+	app.add_option("--sim-log", o.sim_log,
+	    "--sim: write the step log here (also on failure)");
 	CLI11_PARSE(app, argc, argv);
 	o.seed_given = seed_opt->count() > 0;
 	if (!o.trace.empty()) {
@@ -449,7 +481,10 @@ main(int argc, char **argv)
 	std::vector<const scenario *> chosen;
 	if (o.names.empty()) {
 		for (const scenario &s : all)
-			if (s.by_default)
+			// --sim leaves out what the simulation does not
+			// control: real I/O, interrupts fired by OS threads.
+			if (s.by_default && !(o.sim && (std::strcmp(s.name, "io") == 0 ||
+			    std::strcmp(s.name, "intr") == 0)))
 				chosen.push_back(&s);
 	} else {
 		for (const std::string &n : o.names) {
@@ -458,6 +493,12 @@ main(int argc, char **argv)
 			if (it == all.end()) {
 				std::fprintf(stderr, "usmp-stress: no scenario "
 				    "\"%s\" (--list shows them)\n", n.c_str());
+				return 2;
+			}
+			if (o.sim && n == "io") {
+				std::fprintf(stderr, "usmp-stress: --sim: the io "
+				    "scenario does real I/O, which the simulation does "
+				    "not control\n");
 				return 2;
 			}
 			chosen.push_back(&*it);
@@ -470,6 +511,31 @@ main(int argc, char **argv)
 	usmp::machine_config cfg;
 	cfg.ncpus = o.cpus;
 	cfg.full_preemption = !o.no_preempt;
+	if (o.sim) {
+		// A budget of operations, not seconds: how far a simulated run
+		// gets in a second depends on the host.
+		if (o.iterations == 0)
+			o.iterations = 1000;
+		cfg.ncpus = o.cpus > 0 ? o.cpus : 4;
+		cfg.simulate = true;
+		cfg.sim.seed = o.seed;
+		cfg.sim.strategy = o.strategy == "pct" ? usmp::sim_strategy::pct :
+		    usmp::sim_strategy::random;
+		cfg.sim.pct_depth = o.pct_depth;
+		cfg.sim.pct_steps = 100000;
+		cfg.sim.preempt_bound = o.preempt_bound;
+		cfg.sim.log_file = o.sim_log.empty() ? nullptr : o.sim_log.c_str();
+		o.replay_hint = "usmp-stress --sim --seed " + std::to_string(o.seed) +
+		    " --strategy " + o.strategy + " --pct-depth " +
+		    std::to_string(o.pct_depth) + " --preempt-bound " +
+		    std::to_string(o.preempt_bound) + " -c " +
+		    std::to_string(cfg.ncpus) + " -n " + std::to_string(o.iterations);
+		for (const scenario *s : chosen)
+			o.replay_hint += std::string(" -s ") + s->name;
+		if (o.no_preempt)
+			o.replay_hint += " --no-preempt";
+		cfg.sim.replay_hint = o.replay_hint.c_str();
+	}
 	bool tty = !o.quiet && isatty(STDERR_FILENO);
 	FILE *report = o.json ? stderr : stdout;
 
@@ -501,12 +567,18 @@ main(int argc, char **argv)
 				    r.failed ? "FAILED" : "ok");
 			if (r.failed) {
 				ok = false;
-				std::fprintf(stderr, "usmp-stress: %s FAILED: %s\n"
-				    "usmp-stress: replay with: usmp-stress "
-				    "--scenario %s --cpus %d --seed %" PRIu64 "%s\n",
-				    s->name, r.failure.c_str(), s->name,
-				    usmp::mp_ncpus(), o.seed,
-				    o.no_preempt ? " --no-preempt" : "");
+				if (o.sim)
+					std::fprintf(stderr, "usmp-stress: %s FAILED: "
+					    "%s\nusmp-stress: replay with: %s\n",
+					    s->name, r.failure.c_str(),
+					    o.replay_hint.c_str());
+				else
+					std::fprintf(stderr, "usmp-stress: %s FAILED: %s\n"
+					    "usmp-stress: replay with: usmp-stress "
+					    "--scenario %s --cpus %d --seed %" PRIu64 "%s\n",
+					    s->name, r.failure.c_str(), s->name,
+					    usmp::mp_ncpus(), o.seed,
+					    o.no_preempt ? " --no-preempt" : "");
 				if (r.hung) {
 					// Threads are stuck: the machine
 					// cannot shut down cleanly.

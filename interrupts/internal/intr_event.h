@@ -30,6 +30,7 @@ struct intr_handler {
 
 struct intr_event {
 	char ie_name[32] = {};                       // (c)
+	char ie_cname[64] = {};                      // (c) "hw.intr.<name>", or ""
 	int ie_flags = 0;                            // (c) IE_*
 	unsigned ie_home_seq = 0;                    // (c) picks the home CPU
 	spin_mutex ie_spin{"intr event"};
@@ -49,7 +50,10 @@ struct intr_event {
 	// Delivery (protocol steps 1 and 3).
 	std::atomic<intr_event *> ie_qnext{nullptr};
 	std::atomic<int> ie_queued{0};
+	// Fires in progress plus queued or running deliveries: destroy
+	// waits for 0 (intr_fire_begin() in intr_event.cc).
 	std::atomic<int> ie_inflight{0};
+	std::atomic<int> ie_dying{0};                // (a) destroy began
 	// Storm detection (i).
 	int ie_count = 0;
 	uint64_t ie_warntm = 0;

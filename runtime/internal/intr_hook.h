@@ -68,8 +68,13 @@ struct sysinit {
 	// OS thread: end the green threads the boot hook made.
 	void (*si_shutdown)() noexcept = nullptr;
 	// Each hardclock tick, on the hardclock thread (a foreign OS thread:
-	// spin locks and wakeups only, never sleep).
+	// spin locks and wakeups only, never sleep).  The hardclock ticks
+	// only while some CPU is busy (tickless idle, runtime/intr.cc), or
+	// while some si_tick_wanted says the subsystem needs the tick even
+	// with every CPU parked (asked before each sleep of the hardclock,
+	// on its thread; returns quickly, takes no lock a CPU may hold long).
 	void (*si_tick)(uint64_t ticks) noexcept = nullptr;
+	bool (*si_tick_wanted)() noexcept = nullptr;
 	int si_order = 0;
 	sysinit *si_next = nullptr;
 };

@@ -46,8 +46,11 @@ thread *thread_make_idle(int cpu) noexcept;
 void preempt_init() noexcept;
 void hardclock_start() noexcept;
 void hardclock_stop() noexcept;
-// runtime/machine.cc: the machine hooks' si_tick, from the hardclock.
+// runtime/machine.cc: the machine hooks' si_tick and si_tick_wanted,
+// from the hardclock.
 void sysinit_tick(uint64_t ticks) noexcept;
+// Whether a subsystem needs the hardclock's tick with every CPU parked.
+bool sysinit_tick_wanted() noexcept;
 
 // runtime/topology.cc
 int topology_npus() noexcept;

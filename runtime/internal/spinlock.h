@@ -19,15 +19,26 @@
 
 namespace usmp {
 
+// The deterministic simulation (runtime/sim.h, runtime/internal/sim.h),
+// declared here to keep this header light.
+namespace sim_detail {
+extern bool g_sim_on;
+} // namespace sim_detail
+void sim_spin() noexcept;
+
 // One step of a spin-wait (cpu_spinwait(9) with a userspace twist): a
 // kernel spinner waits for a holder that cannot lose its CPU; ours can,
 // since the host deschedules OS threads at will and tests run 8 CPUs on 2
 // cores.  So after about 10 us of pause instructions, every further step
 // gives the core away (sched_yield) so that a descheduled holder can run.
+// Simulated, every CPU shares one OS thread: each step hands it back to the
+// simulation, or the holder would never run.
 inline void
 cpu_spinwait(unsigned &n) noexcept
 {
-	if (++n < 1024)
+	if (__builtin_expect(sim_detail::g_sim_on, false))
+		sim_spin();
+	else if (++n < 1024)
 		__builtin_ia32_pause();
 	else
 		sched_yield();

@@ -2,6 +2,8 @@
 // on a lock word.
 #pragma once
 
+#include "runtime/internal/spinlock.h"
+
 namespace usmp {
 
 // Pause `delay` times (the x86 PAUSE hint: the spinning hyperthread yields
@@ -11,6 +13,16 @@ namespace usmp {
 inline void
 lock_delay(unsigned &delay, unsigned max) noexcept
 {
+	// Simulated (runtime/sim.h): the lock's holder runs only when this
+	// CPU hands the OS thread back, so each step hands it back instead of
+	// pausing, and `delay` stays below max: a caller that gives up
+	// pausing at max (spin_mutex's sched_yield) would spin for ever.
+	if (__builtin_expect(sim_detail::g_sim_on, false)) {
+		sim_spin();
+		if (delay * 2 < max)
+			delay <<= 1;
+		return;
+	}
 	for (unsigned i = 0; i < delay; i++)
 		__builtin_ia32_pause();
 	if (delay < max)

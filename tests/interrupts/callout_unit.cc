@@ -16,34 +16,20 @@
 #include "sched/sched.h"
 #include "support/death.h"
 #include "support/machine.h"
+#include "support/wait.h"
 #include "sync/mutex.h"
 #include "sync/rwlock.h"
+#include "sync/sx.h"
 #include "sync/sleep.h"
 
 using namespace std::chrono_literals;
 using namespace usmp;
+using test::wait_for;
+using test::yield_until;
 
 namespace {
 
-template <class P>
-bool
-wait_for_os(P pred)
-{
-	for (int i = 0; i < 20000 && !pred(); i++)
-		std::this_thread::sleep_for(1ms);
-	return pred();
-}
-
-template <class P>
-bool
-wait_for(P pred)
-{
-	for (int i = 0; i < 20000 && !pred(); i++)
-		thread_sleep(1ms);
-	return pred();
-}
-
-struct rec {
+struct rec : test::gate {
 	std::atomic<int> runs{0};
 	std::atomic<int> cpu{-2};
 	std::atomic<bool> giant{false};
@@ -52,9 +38,6 @@ struct rec {
 	std::atomic<bool> pending_in_handler{true};
 	mutex *mtx = nullptr;
 	callout *c = nullptr;
-	// For the "running" tests: the handler waits until released.
-	std::atomic<bool> entered{false};
-	std::atomic<bool> release{true};
 };
 
 void
@@ -67,22 +50,8 @@ record(void *arg)
 	r->nosleep = (curthread()->td_flags & TDF_NOSLEEPING) != 0;
 	if (r->c != nullptr)
 		r->pending_in_handler = callout_pending(r->c);
-	r->entered = true;
-	while (!r->release.load())
-		__builtin_ia32_pause(); // may not sleep: spin
+	r->pass(false); // may not sleep: spin while the test holds it
 	r->runs++;
-}
-
-// The same, without sleeping (WITNESS forbids sleeping with a mutex held):
-// yield, so that the softclock's ithread gets the CPU.
-template <class P>
-bool
-yield_until(P pred)
-{
-	uint64_t end = clock_ns() + 20000000000ull;
-	while (!pred() && clock_ns() < end)
-		thread_yield();
-	return pred();
 }
 
 void
@@ -159,7 +128,7 @@ TEST_CASE("callout_stop of a running handler returns 0; callout_drain "
 		callout c;
 		callout_init(&c, true);
 		rec r;
-		r.release = false;
+		r.close();
 		callout_reset_on(&c, 1ms, record, &r, 1);
 		REQUIRE(wait_for([&] { return r.entered.load(); }));
 		CHECK(!callout_pending(&c));
@@ -179,7 +148,7 @@ TEST_CASE("callout_stop of a running handler returns 0; callout_drain "
 		});
 		thread_sleep(5ms);
 		CHECK(drained == -5); // still waiting
-		r.release = true;
+		r.open();
 		d.join();
 		CHECK(drained == 0);
 		CHECK(runs_at_drain == 1);
@@ -256,7 +225,21 @@ TEST_CASE("callout_init_mtx: the handler runs with the mutex held; a stop "
 		REQUIRE(wait_for([&] { return r.runs == 2; }));
 		thread_sleep(5ms);
 		CHECK(r.runs == 2);
+
+		// A reset cancels the waiting run and arms a new call; a stop
+		// under the lock then stops that call: 1 (the cancelled run is
+		// no running handler), and again -1.  (It answered 0, and the
+		// caller's book kept a call that never ran.)
+		mtx.lock();
+		callout_reset_on(&c, 1ms, record, &r, 1);
+		REQUIRE(yield_until([&] { return !callout_pending(&c); }));
+		CHECK(callout_reset_on(&c, 10s, record, &r, 1) == 1);
+		CHECK(callout_stop(&c) == 1);
+		CHECK(callout_stop(&c) == -1);
+		mtx.unlock();
 		CHECK(callout_drain(&c) == -1);
+		thread_sleep(5ms);
+		CHECK(r.runs == 2);
 	});
 }
 
@@ -338,25 +321,23 @@ TEST_CASE("callouts move between CPUs, also while running (deferred)",
 			CHECK(r.cpu == cpu);
 		}
 		// Reset to CPU 1 while it runs on CPU 2: it moves afterwards.
-		r.release = false;
-		r.entered = false;
+		r.close();
 		callout_reset_on(&c, 1ms, record, &r, 2);
 		REQUIRE(wait_for([&] { return r.entered.load(); }));
 		CHECK(callout_reset_on(&c, 1ms, record, &r, 1) == 0);
 		CHECK(callout_pending(&c));
-		r.release = true;
+		r.open();
 		REQUIRE(wait_for([&] { return r.runs == 5; }));
 		CHECK(r.cpu == 1);
 		CHECK(callout_drain(&c) == -1);
 		// A deferred move that is stopped does not happen.
-		r.release = false;
-		r.entered = false;
+		r.close();
 		callout_reset_on(&c, 1ms, record, &r, 0);
 		REQUIRE(wait_for([&] { return r.entered.load(); }));
 		callout_reset_on(&c, 1ms, record, &r, 3);
 		CHECK(callout_stop(&c) == 0); // running; the move is cancelled
 		CHECK(!callout_pending(&c));
-		r.release = true;
+		r.open();
 		REQUIRE(wait_for([&] { return r.runs == 6; }));
 		thread_sleep(5ms);
 		CHECK(r.runs == 6);
@@ -476,7 +457,7 @@ TEST_CASE("an idle machine's CPUs sleep in their rings; a callout wakes its CPU 
 		}, nullptr, 1);
 	});
 	std::this_thread::sleep_for(150ms);
-	REQUIRE(wait_for_os([&] { return runs == 1; }));
+	REQUIRE(wait_for([&] { return runs == 1; }));
 	CHECK(ran_at >= due);
 	ring_stats after = ring_get_stats(1);
 	CHECK(after.rs_timer_fires > before.rs_timer_fires);
@@ -590,13 +571,13 @@ TEST_CASE("callout_async_drain: 0 and the drain function after a running "
 		callout_init(&c, true);
 		rec r;
 		rp = &r;
-		r.release = false;
+		r.close();
 		callout_reset_on(&c, 1ms, record, &r, 1);
 		REQUIRE(wait_for([&] { return r.entered.load(); }));
 		CHECK(callout_async_drain(&c, drain_fn) == 0);
 		thread_sleep(5ms);
 		CHECK(drained == 0); // still running
-		r.release = true;
+		r.open();
 		REQUIRE(wait_for([&] { return drained == 1; }));
 		CHECK(drained_arg == static_cast<void *>(&r));
 		// Pending: stopped (1), no drain call; idle: -1.
@@ -625,15 +606,17 @@ TEST_CASE("callout_reset without the callout's mutex panics", "[death][callout]"
 	CHECK(r.contains("callout_unit.cc"));
 }
 
-TEST_CASE("a callout on a spin mutex panics", "[death][callout]")
+TEST_CASE("a callout on a sleepable lock (sx) panics", "[death][callout]")
 {
-	auto r = test::run_death("spin callout", [] {
-		spin_mutex sm("spinny");
+	// Spin mutexes are allowed (C_DIRECT_EXEC callouts need them):
+	// callout_direct_unit.cc.
+	auto r = test::run_death("sx callout", [] {
+		sx sl("sleepy sx");
 		callout c;
-		callout_init_lock(&c, sm.lo(), 0);
+		callout_init_lock(&c, sl.lo(), 0);
 	});
 	USMP_REQUIRE_DEATH(r, "callout_init_lock: invalid lock class");
-	CHECK(r.contains("spinny"));
+	CHECK(r.contains("sleepy sx"));
 }
 
 TEST_CASE("an uninitialised callout panics", "[death][callout]")

@@ -14,6 +14,7 @@
 #include "interrupts/intr_event.h"
 #include "interrupts/swi.h"
 #include "runtime/config.h"
+#include "runtime/counters.h"
 #include "runtime/critical.h"
 #include "runtime/internal/intr_hook.h"
 #include "runtime/machine.h"
@@ -22,29 +23,16 @@
 #include "sched/sched.h"
 #include "support/death.h"
 #include "support/machine.h"
+#include "support/wait.h"
 #include "sync/mutex.h"
 #include "sync/sleep.h"
 #include "sync/witness.h"
 
 using namespace std::chrono_literals;
 using namespace usmp;
+using test::wait_for;
 
 namespace {
-
-// Wait (sleeping, so other threads run) until pred() or ~20 s; returns
-// pred().  The bound only keeps a broken build from hanging the suite.
-template <class P>
-bool
-wait_for(P pred)
-{
-	for (int i = 0; i < 20000 && !pred(); i++) {
-		if (on_cpu())
-			thread_sleep(1ms);
-		else
-			std::this_thread::sleep_for(1ms);
-	}
-	return pred();
-}
 
 struct probe {
 	std::atomic<int> filter_runs{0};
@@ -346,9 +334,62 @@ TEST_CASE("an interrupt storm is throttled past the threshold", "[unit][intr]")
 		intr_event_get_stats(s.ie, &st);
 		// Passes 6..20 ran past the threshold of 5.
 		CHECK(st.ies_storms >= 10);
+		uint64_t storms = 0;
+		CHECK(counter_read("hw.intr.stormy.storms", &storms));
+		CHECK(storms >= 10);
 		intr_storm_threshold_set(0);
 		REQUIRE(intr_event_remove_handler(h) == 0);
 		CHECK(intr_event_destroy(s.ie) == 0);
+	});
+}
+
+TEST_CASE("hw.intr.<event>.* counters move with the event and go with it",
+    "[unit][intr]")
+{
+	test::machine m(2);
+	m.run([] {
+		auto read = [](const char *name) {
+			uint64_t v = ~0ull;
+			INFO(name);
+			CHECK(counter_read(name, &v));
+			return v;
+		};
+		intr_event *ie;
+		// Characters a counter name may not hold fold into one '_'.
+		REQUIRE(intr_event_create(&ie, "nic0: rx") == 0);
+		CHECK(read("hw.intr.nic0_rx.fires") == 0);
+		probe p;
+		p.result = FILTER_HANDLED | FILTER_SCHEDULE_THREAD;
+		intr_handler *h;
+		REQUIRE(intr_event_add_handler(ie, "nic0 rx", probe_filter,
+		    probe_ithread, &p, PI_NET, INTR_MPSAFE, &h) == 0);
+		for (int i = 1; i <= 3; i++) {
+			REQUIRE(intr_event_fire(ie) == 0);
+			REQUIRE(wait_for([&] { return p.ithread_runs == i; }));
+		}
+		p.result = FILTER_STRAY;
+		REQUIRE(intr_event_fire(ie) == 0);
+		CHECK(read("hw.intr.nic0_rx.fires") == 4);
+		CHECK(read("hw.intr.nic0_rx.delivered") == 4);
+		CHECK(read("hw.intr.nic0_rx.handled") == 3);
+		CHECK(read("hw.intr.nic0_rx.scheduled") == 3);
+		CHECK(read("hw.intr.nic0_rx.stray") == 1);
+		CHECK(read("hw.intr.nic0_rx.ithread_runs") == 3);
+		CHECK(read("hw.intr.nic0_rx.storms") == 0);
+		// A second live event of the same name is counted apart.
+		intr_event *twin;
+		REQUIRE(intr_event_create(&twin, "nic0: rx") == 0);
+		CHECK(read("hw.intr.nic0_rx_2.fires") == 0);
+		REQUIRE(intr_event_fire(twin) == 0);
+		CHECK(read("hw.intr.nic0_rx_2.fires") == 1);
+		CHECK(read("hw.intr.nic0_rx.fires") == 4);
+		REQUIRE(intr_event_remove_handler(h) == 0);
+		CHECK(intr_event_destroy(ie) == 0);
+		CHECK(intr_event_destroy(twin) == 0);
+		uint64_t v;
+		CHECK(!counter_read("hw.intr.nic0_rx.fires", &v));
+		CHECK(!counter_read("hw.intr.nic0_rx_2.stray", &v));
+		CHECK(counters_snapshot("hw.intr.nic0_rx").empty());
 	});
 }
 

@@ -123,11 +123,16 @@ wake_cpu1_50_times()
 		CHECK(ran.load() == 50);
 		auto after1 = usmp::ring_get_stats(1);
 		auto after0 = usmp::ring_get_stats(0);
-		CHECK(after1.rs_wakeups >= before1.rs_wakeups + 50);
+		// Nearly every creation must have woken cpu1 through its ring.
+		// Not all 50: a park ends on its own at its deadline (the stack
+		// cache's trim, a timer), and a creation that lands just after
+		// finds cpu1 awake and sends no wake (seen once in ~50 loaded
+		// runs).  A wake that is not a ring message leaves these near 0.
+		CHECK(after1.rs_wakeups >= before1.rs_wakeups + 45);
 		if (usmp::ring_has_msg_ring())
-			CHECK(after0.rs_msg_sent >= before0.rs_msg_sent + 50);
+			CHECK(after0.rs_msg_sent >= before0.rs_msg_sent + 45);
 		else
-			CHECK(after1.rs_eventfd_sent >= before1.rs_eventfd_sent + 50);
+			CHECK(after1.rs_eventfd_sent >= before1.rs_eventfd_sent + 45);
 		usmp::sched_unbind();
 	});
 }

@@ -13,37 +13,26 @@
 #include "runtime/machine.h"
 #include "runtime/thread.h"
 #include "support/machine.h"
+#include "support/wait.h"
 #include "sync/mutex.h"
 
 using namespace std::chrono_literals;
 using namespace usmp;
+using test::wait_for;
 
 namespace {
 
-template <class P>
-bool
-wait_for(P pred)
-{
-	for (int i = 0; i < 20000 && !pred(); i++)
-		thread_sleep(1ms);
-	return pred();
-}
-
-struct counter {
+struct counter : test::gate {
 	std::atomic<int> runs{0};
 	std::atomic<int> pending_sum{0};
 	std::atomic<int> last_pending{0};
-	std::atomic<bool> entered{false};
-	std::atomic<bool> release{true};
 };
 
 void
 count_fn(void *ctx, int pending)
 {
 	auto *c = static_cast<counter *>(ctx);
-	c->entered = true;
-	while (!c->release.load())
-		thread_sleep(1ms);
+	c->pass(true);
 	c->last_pending = pending;
 	c->pending_sum += pending;
 	c->runs++;
@@ -102,14 +91,13 @@ TEST_CASE("a taskqueue thread runs tasks; cancel returns EBUSY while running "
 {
 	test::machine m(2);
 	m.run([] {
-		static taskqueue *tq;
-		tq = taskqueue_create("pool", taskqueue_thread_enqueue, &tq);
 		// One thread: with more, as in FreeBSD, another thread of the
 		// pool may dequeue and run the task re-enqueued while it runs,
 		// and the pending count the cancel sees would depend on timing.
-		REQUIRE(taskqueue_start_threads(&tq, 1, PWAIT, "pool") == 0);
+		test::thread_taskqueue q("pool", 1);
+		taskqueue *tq = q.tq;
 		counter c;
-		c.release = false;
+		c.close();
 		task t;
 		task_init(&t, 0, count_fn, &c);
 		taskqueue_enqueue(tq, &t);
@@ -122,22 +110,20 @@ TEST_CASE("a taskqueue thread runs tasks; cancel returns EBUSY while running "
 		CHECK(pend == 2);
 		CHECK(t.ta_pending == 0);
 		// Not running, not queued: 0 and 0.
-		c.release = true;
+		c.open();
 		taskqueue_drain(tq, &t);
 		CHECK(c.runs == 1);
 		CHECK(taskqueue_cancel(tq, &t, &pend) == 0);
 		CHECK(pend == 0);
 		// Enqueued, not yet run: cancel takes it off.
-		c.release = false;
-		c.entered = false;
+		c.close();
 		taskqueue_enqueue(tq, &t);
 		REQUIRE(wait_for([&] { return c.entered.load(); }));
 		taskqueue_enqueue(tq, &t);
-		c.release = true;
+		c.open();
 		taskqueue_drain(tq, &t); // waits for the re-run too
 		CHECK(c.runs == 3);
 		CHECK(c.last_pending == 1);
-		taskqueue_free(tq);
 	});
 }
 
@@ -146,9 +132,8 @@ TEST_CASE("taskqueue_drain_all waits for what was queued and running",
 {
 	test::machine m(2);
 	m.run([] {
-		static taskqueue *tq;
-		tq = taskqueue_create("drainall", taskqueue_thread_enqueue, &tq);
-		REQUIRE(taskqueue_start_threads(&tq, 2, PWAIT, "drainall") == 0);
+		test::thread_taskqueue q("drainall", 2);
+		taskqueue *tq = q.tq;
 		constexpr int N = 20;
 		counter cs[N];
 		task ts[N];
@@ -160,7 +145,6 @@ TEST_CASE("taskqueue_drain_all waits for what was queued and running",
 		for (int i = 0; i < N; i++)
 			CHECK(cs[i].runs == 1);
 		taskqueue_drain_all(tq); // an empty queue returns at once
-		taskqueue_free(tq);
 	});
 }
 
@@ -169,9 +153,8 @@ TEST_CASE("timeout tasks: enqueue after a delay, cancel, drain",
 {
 	test::machine m(2);
 	m.run([] {
-		static taskqueue *tq;
-		tq = taskqueue_create("timeouts", taskqueue_thread_enqueue, &tq);
-		REQUIRE(taskqueue_start_threads(&tq, 1, PWAIT, "timeouts") == 0);
+		test::thread_taskqueue q("timeouts", 1);
+		taskqueue *tq = q.tq;
 		counter c;
 		timeout_task tt;
 		timeout_task_init(tq, &tt, 0, count_fn, &c);
@@ -193,7 +176,6 @@ TEST_CASE("timeout tasks: enqueue after a delay, cancel, drain",
 		CHECK(taskqueue_enqueue_timeout(tq, &tt, 0ns) == 0);
 		taskqueue_drain_timeout(tq, &tt);
 		CHECK(c.runs == 3);
-		taskqueue_free(tq);
 	});
 }
 
@@ -202,11 +184,10 @@ TEST_CASE("taskqueue_block: enqueue only queues, a running task finishes; "
 {
 	test::machine m(2);
 	m.run([] {
-		static taskqueue *tq;
-		tq = taskqueue_create("blocked", taskqueue_thread_enqueue, &tq);
-		REQUIRE(taskqueue_start_threads(&tq, 1, PWAIT, "blocked") == 0);
+		test::thread_taskqueue q("blocked", 1);
+		taskqueue *tq = q.tq;
 		counter running, waiting;
-		running.release = false;
+		running.close();
 		task tr, tw;
 		task_init(&tr, 0, count_fn, &running);
 		task_init(&tw, 0, count_fn, &waiting);
@@ -215,7 +196,7 @@ TEST_CASE("taskqueue_block: enqueue only queues, a running task finishes; "
 		taskqueue_block(tq);
 		CHECK(taskqueue_enqueue(tq, &tw) == 0);
 		CHECK(taskqueue_enqueue(tq, &tw) == 0); // coalesces while blocked
-		running.release = true;
+		running.open();
 		REQUIRE(wait_for([&] { return running.runs == 1; }));
 		// The runner finished its task but starts no other.
 		thread_sleep(20ms);
@@ -225,7 +206,6 @@ TEST_CASE("taskqueue_block: enqueue only queues, a running task finishes; "
 		taskqueue_drain(tq, &tw);
 		CHECK(waiting.runs == 1);
 		CHECK(waiting.last_pending == 2);
-		taskqueue_free(tq);
 	});
 }
 
@@ -234,14 +214,14 @@ TEST_CASE("taskqueue_quiesce waits for queued, running and newly enqueued tasks"
 {
 	test::machine m(2);
 	m.run([] {
-		static taskqueue *tq;
-		tq = taskqueue_create("quiesce", taskqueue_thread_enqueue, &tq);
-		REQUIRE(taskqueue_start_threads(&tq, 2, PWAIT, "quiesce") == 0);
+		test::thread_taskqueue q("quiesce", 2);
+		static taskqueue *tq; // for the captureless handler below
+		tq = q.tq;
 		static counter second;
 		static task t2;
 		task_init(&t2, 0, count_fn, &second);
 		counter first;
-		first.release = false;
+		first.close();
 		task t1;
 		// t1 enqueues t2 when it is done: quiesce must wait for both.
 		task_init(&t1, 0, [](void *ctx, int pending) {
@@ -253,14 +233,13 @@ TEST_CASE("taskqueue_quiesce waits for queued, running and newly enqueued tasks"
 		thread *rel;
 		REQUIRE(thread_create(&rel, {}, [&] {
 			thread_sleep(10ms);
-			first.release = true;
+			first.open();
 		}) == 0);
 		taskqueue_quiesce(tq);
 		CHECK(first.runs == 1);
 		CHECK(second.runs == 1);
 		REQUIRE(thread_join(rel) == 0);
 		taskqueue_quiesce(tq); // idle: returns at once
-		taskqueue_free(tq);
 	});
 }
 

@@ -28,7 +28,7 @@ const thread *g_hook_holder = nullptr;
 
 } // namespace
 
-TEST_CASE("thread_dump() names a thread blocked on a named mutex, with its wait channel", "[unit]")
+TEST_CASE("thread_dump() names a thread blocked on a named mutex, with its wait channel and the owner", "[unit]")
 {
 	test::machine m(2);
 	m.run([] {
@@ -55,6 +55,11 @@ TEST_CASE("thread_dump() names a thread blocked on a named mutex, with its wait 
 		CHECK(d.find(want) != std::string::npos);
 		std::snprintf(want, sizeof(want), "wchan %p \"dump test mutex\"",
 		    td->td_wchan);
+		CHECK(d.find(want) != std::string::npos);
+		// The owner, from the turnstile: this thread.
+		std::snprintf(want, sizeof(want),
+		    "(sleep mutex \"dump test mutex\", owner \"test\" tid %d)",
+		    curthread()->td_tid);
 		CHECK(d.find(want) != std::string::npos);
 		CHECK(d.find("pri 120 (base 120)") != std::string::npos);
 		std::snprintf(want, sizeof(want), "\"test\" tid %d: running",

@@ -13,7 +13,6 @@
 
 #include <cstdio>
 #include <exception>
-#include <functional>
 
 #include "runtime/machine.h"
 #include "runtime/stack.h"
@@ -46,7 +45,8 @@ public:
 	// exception fn throws (a failed REQUIRE) is carried back and rethrown
 	// here, on the test's own thread, instead of escaping the green thread
 	// (which panics, as std::thread would terminate).
-	void run(std::function<void()> fn, thread_attr attr = {})
+	template <class F>
+	void run(F &&fn, thread_attr attr = {})
 	{
 		if (attr.name == nullptr)
 			attr.name = "test";
@@ -54,7 +54,10 @@ public:
 		thread *td;
 		REQUIRE(thread_create(&td, attr, [&] {
 			try {
-				fn();
+				// Through the application boundary
+				// (runtime/app_call.h), so that a test body's loop
+				// is preemptible like a user's thread.
+				usmp_app_call(fn);
 			} catch (...) {
 				ex = std::current_exception();
 			}

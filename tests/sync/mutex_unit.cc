@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "support/machine.h"
 #include "sync/mtx_pool.h"
 #include "sync/mutex.h"
+#include "sync/sleep.h"
 
 using namespace usmp;
 
@@ -234,10 +236,20 @@ TEST_CASE("spin_mutex: lock, recursion, try_lock, critical section", "[unit]")
 		r.lock();
 		r.lock();
 		REQUIRE(r.recursed());
+		REQUIRE(r.owner() == td);
 		REQUIRE(td->td_spinlock_count == 2);
 		r.unlock();
+		// The recursion flag in the word is gone with the last level:
+		// the next unlock is the fast path's, a full release.
+		REQUIRE(r.owned());
+		REQUIRE(!r.recursed());
+		REQUIRE(r.owner() == td);
 		r.unlock();
+		REQUIRE(!r.owned());
+		REQUIRE(r.owner() == nullptr);
 		REQUIRE(td->td_spinlock_count == 0);
+		REQUIRE(r.try_lock());
+		r.unlock();
 
 		long counter = 0;
 		std::vector<green_thread> ts;
@@ -251,6 +263,76 @@ TEST_CASE("spin_mutex: lock, recursion, try_lock, critical section", "[unit]")
 		for (auto &t : ts)
 			t.join();
 		REQUIRE(counter == 4 * 50000);
+	});
+}
+
+// A waiter spinning for a spin mutex is outside its own spinlock section
+// (mtx_lock_spin() spins with interrupts enabled), so a preemption owed to
+// it is taken there.  Here the holder, on cpu0, wakes a kernel-priority
+// thread bound to cpu1, where the waiter spins, and keeps the lock until
+// that thread has run: it can only run if the spinning waiter is
+// preempted.  The deadline only bounds a failure (a waiter that never
+// switches), it times nothing.
+TEST_CASE("spin_mutex: a spinning waiter takes an owed preemption", "[unit]")
+{
+	test::machine m(2);
+	m.run([] {
+		spin_mutex s("spin preempt");
+		std::atomic<int> phase{0};
+		std::atomic<bool> go{false}, ran{false}, waited{false};
+		int chan = 0;
+		thread_attr ha;
+		ha.name = "preemptor";
+		ha.cpu = 1;
+		ha.priority = PRI_MIN_KERN;
+		green_thread h(ha, [&] {
+			phase.store(1);
+			// Timed sleeps: a missed wakeup only costs a retry.
+			while (!go.load())
+				tsleep(&chan, 0, "preemptor", std::chrono::milliseconds(1));
+			ran.store(true);
+		});
+		while (phase.load() == 0)
+			thread_yield();
+		thread_attr wa;
+		wa.name = "spinner";
+		wa.cpu = 1;
+		thread_attr oa;
+		oa.name = "holder";
+		oa.cpu = 0;
+		green_thread o(oa, [&] {
+			s.lock();
+			phase.store(2);
+			while (phase.load() != 3)
+				__builtin_ia32_pause();
+			// Let the waiter get into its spin.
+			auto t0 = std::chrono::steady_clock::now();
+			while (std::chrono::steady_clock::now() - t0 <
+			    std::chrono::milliseconds(20))
+				__builtin_ia32_pause();
+			go.store(true);
+			wakeup(&chan);
+			auto deadline = std::chrono::steady_clock::now() +
+			    std::chrono::seconds(10);
+			while (!ran.load() &&
+			    std::chrono::steady_clock::now() < deadline)
+				__builtin_ia32_pause();
+			s.unlock();
+		});
+		green_thread w(wa, [&] {
+			while (phase.load() != 2)
+				thread_yield();
+			phase.store(3);
+			s.lock();
+			// The preemptor ran while we still waited for the lock.
+			waited.store(ran.load());
+			s.unlock();
+		});
+		o.join();
+		w.join();
+		h.join();
+		REQUIRE(ran.load());
+		REQUIRE(waited.load());
 	});
 }
 

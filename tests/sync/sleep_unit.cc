@@ -113,7 +113,11 @@ TEST_CASE("a wakeup racing a timeout: exactly one result, nobody lost",
 				wakeup(&chan);
 			});
 			ready = 1;
-			int r = tsleep(&chan, 0, "race", std::chrono::microseconds(i % 50));
+			// Never a zero timeout: that means "no timeout", and
+			// with no interlock the wakeup may come before the
+			// sleep begins, which would then never end.
+			int r = tsleep(&chan, 0, "race",
+			    std::chrono::microseconds(1 + i % 50));
 			REQUIRE((r == 0 || r == EWOULDBLOCK));
 			(r == 0 ? woke : timed)++;
 			t.join();
