@@ -2011,6 +2011,8 @@ witness_held_count() noexcept
 void
 witness_filter_enter() noexcept
 {
+	USMP_KASSERT(curthread_fast()->td_critnest > 0,
+	    "witness_filter_enter: not in a critical section");
 	critical_enter();
 	cpu_list()->wc_filter++;
 	critical_exit();

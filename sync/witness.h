@@ -179,7 +179,9 @@ int witness_held_count() noexcept;
 
 // Entering / leaving a primary interrupt filter on this CPU: no sleep lock
 // may be acquired in between ("acquiring sleep lock ... in an interrupt
-// filter").  Nests.  Context: any, including filters.
+// filter").  Nests.  Context: a critical or spinlock section, as a real
+// filter runs in (the inline lock paths skip WITNESS's slow checks outside
+// one, so the filter depth is only read there; see witness_fast.h).
 void witness_filter_enter() noexcept;
 void witness_filter_exit() noexcept;
 // Entering / leaving code that may not sleep although it may take sleep
