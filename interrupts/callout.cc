@@ -82,7 +82,9 @@
 //     run was not cancelled (ce_skip) and, if the caller holds the lock,
 //     the handler has not returned (ce_done, set before the runner releases
 //     the lock)); -1 if neither.
-//  6. callout_drain removes the pending instance first, then while a
+//  6. callout_drain removes the pending instance first (its result is 1
+//     if there was one, even while the handler runs: that call never
+//     runs; else 0 if a handler ran, -1 if nothing), then while a
 //     ce_curr is the callout: takes the sleep queue chain lock of that
 //     state's &ce_waiting, sets ce_waiting, drops the wheel lock and sleeps;
 //     the runner clears ce_waiting under the wheel lock, drops it, and wakes
@@ -864,6 +866,13 @@ stop_safe(callout *c, bool drain, callout_func_t drain_fn, const char *call,
 	cc->cc_lock.unlock();
 	if (lock_cancelled)
 		return 1;
+	// A drain has waited for the handler, so its result only says
+	// whether a call was scheduled that now never runs: a re-run the
+	// handler (or anyone) armed while it ran, removed above, is one (1),
+	// with or without the callout's lock.  Answering 0 there would leave
+	// that call in the caller's book.
+	if (drain && removed)
+		return 1;
 	if (busy)
 		return 0;
 	return removed ? 1 : -1;
@@ -981,6 +990,13 @@ callout_reset_sbt_on(callout *c, std::chrono::nanoseconds when,
 		cc_program(cc);
 	c->c_flags.fetch_or(CALLOUT_ACTIVE, std::memory_order_relaxed);
 	cc->cc_lock.unlock();
+	// Without event timers the hardclock's tick drives the wheels, and it
+	// sleeps without a tick while every CPU is parked and no wheel holds
+	// a callout (callout_tick_wanted): a reset by a foreign OS thread
+	// then must wake it (step 3), or the callout waits for the next CPU
+	// that happens to unpark.
+	if (!ring_timer_enabled())
+		hardclock_tick_wanted();
 	return cancelled;
 }
 

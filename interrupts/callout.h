@@ -26,8 +26,9 @@
 //     the callout's lock, which the caller holds), else 0.
 //   callout_stop / callout_drain: 1 if a pending call was stopped (or a
 //     call waiting for the lock the caller holds was cancelled); 0 if the
-//     handler is running and could not be stopped (a pending re-run is
-//     unscheduled; callout_drain waited for the handler to finish); -1 if
+//     handler is running and could not be stopped (callout_stop: a
+//     pending re-run is unscheduled too; callout_drain waited for the
+//     handler to finish, and says 1 if it unscheduled a re-run); -1 if
 //     it was neither pending nor running.  A run that an earlier stop or
 //     reset under the lock cancelled, or whose handler has returned (seen
 //     with the callout's lock held), is not "running": so, with the lock

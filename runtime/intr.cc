@@ -31,7 +31,14 @@
 //     step 2, so a wake between step 2 and the futex wait is not lost;
 //  4. woken by a CPU, the hardclock ticks at once (the clock-derived tick
 //     number jumps over the idle time), so the scheduler's tick count is
-//     fresh when the CPU's first time slice starts.
+//     fresh when the CPU's first time slice starts;
+//  5. a subsystem whose si_tick_wanted turns true while no CPU runs (a
+//     callout reset by a foreign OS thread, without rings) calls
+//     hardclock_tick_wanted() after its change: a seq_cst fence, then step
+//     3's read of g_hc_idle.  It pairs with the fence between the
+//     hardclock's store of g_hc_idle and its si_tick_wanted question, as
+//     steps 2 and 3 pair: either the hardclock sees the change and ticks,
+//     or the subsystem sees it idle and wakes it.
 // ticks() is derived from the clock ((now - boot) / period), so it stays
 // meaningful across idle time; kern.clock.hardclock.wakeups and .ticks
 // count the hardclock's wakes and tick passes.
@@ -346,6 +353,19 @@ hardclock_resume() noexcept
 	futex_word(&g_hc_word, FUTEX_WAKE_PRIVATE, 1, nullptr);
 }
 
+} // namespace
+
+void
+hardclock_tick_wanted() noexcept
+{
+	// Step 5 of the tickless protocol: the caller's change, then this
+	// fence, then the read of g_hc_idle.
+	std::atomic_thread_fence(std::memory_order_seq_cst);
+	hardclock_resume();
+}
+
+namespace {
+
 void
 hardclock_main() noexcept
 {
@@ -367,6 +387,9 @@ hardclock_main() noexcept
 		uint32_t word = g_hc_word.load(std::memory_order_acquire);
 		uint64_t to = timeouts_next();
 		g_hc_idle.store(1, std::memory_order_seq_cst);
+		// Pairs with hardclock_tick_wanted()'s fence (step 5): the
+		// subsystems' answers are read with relaxed loads.
+		std::atomic_thread_fence(std::memory_order_seq_cst);
 		bool tickless = g_parked.load(std::memory_order_seq_cst) >= ncpus &&
 		    !sysinit_tick_wanted();
 		if (!tickless)

@@ -80,6 +80,13 @@ struct sysinit {
 };
 // Context: static initialisation, or machine_boot() (no machine running).
 void sysinit_register(sysinit *h) noexcept;
+// A subsystem whose si_tick_wanted answer may just have turned true calls
+// this after the change that makes it so (e.g. a callout inserted by a
+// foreign OS thread while every CPU is parked): if the hardclock sleeps
+// without a tick, it wakes and asks again.  Step 5 of the tickless
+// protocol (runtime/intr.cc).  Context: any, including filters and
+// foreign OS threads.
+void hardclock_tick_wanted() noexcept;
 // The interrupt controller's sysinit, defined in interrupts/ring.cc and
 // registered by machine_boot() itself: that reference is what makes a
 // static libusmp link the ring backend in, even into a program that calls

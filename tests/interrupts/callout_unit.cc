@@ -157,6 +157,35 @@ TEST_CASE("callout_stop of a running handler returns 0; callout_drain "
 	});
 }
 
+TEST_CASE("callout_drain without the lock of a running handler that was "
+	  "re-armed returns 1: the re-run it removed never happens",
+    "[unit][callout]")
+{
+	test::machine m(2);
+	m.run([] {
+		callout c;
+		callout_init(&c, true); // no lock: the drainer cannot hold it
+		rec r;
+		r.close();
+		callout_reset_on(&c, 1ms, record, &r, 1);
+		REQUIRE(wait_for([&] { return r.entered.load(); }));
+		// Re-armed while the handler runs (as a handler that
+		// reschedules itself does).
+		CHECK(callout_reset_on(&c, 1ms, record, &r, 1) == 0);
+		CHECK(callout_pending(&c));
+		std::atomic<int> drained{-5};
+		green_thread d([&] { drained = callout_drain(&c); });
+		REQUIRE(yield_until([&] { return !callout_pending(&c); }));
+		CHECK(drained == -5); // waits for the handler
+		r.open();
+		d.join();
+		CHECK(drained == 1); // it stopped a scheduled call
+		thread_sleep(5ms);
+		CHECK(r.runs == 1);  // which never ran
+		CHECK(callout_drain(&c) == -1);
+	});
+}
+
 TEST_CASE("a callout that reschedules itself does not come back after "
 	  "callout_drain", "[unit][callout]")
 {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <thread>
 
+#include "interrupts/callout.h"
 #include "interrupts/ring.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
@@ -60,6 +61,33 @@ TEST_CASE("without rings, an idle machine's hardclock does not tick either "
 		CHECK_FALSE(ring_enabled());
 		uint64_t wakes = idle_wakeups();
 		CHECK(wakes < 30);
+	}
+	unsetenv("USMP_IDLE_BACKEND");
+}
+
+TEST_CASE("without rings, a callout reset by a foreign OS thread while "
+    "every CPU is parked wakes the hardclock and runs", "[unit][intr]")
+{
+	setenv("USMP_IDLE_BACKEND", "futex", 1);
+	{
+		test::machine m(2);
+		CHECK_FALSE(ring_enabled());
+		// Every CPU parked, no callout pending: the hardclock sleeps
+		// without a tick (and without a deadline).
+		CHECK(idle_wakeups() < 30);
+		callout c;
+		callout_init(&c, true);
+		std::atomic<int> runs{0};
+		// From this OS thread, which is no CPU of the machine.
+		CHECK(callout_reset_on(&c, 2ms,
+			  [](void *a) { static_cast<std::atomic<int> *>(a)->fetch_add(1); },
+			  &runs, 1) == 0);
+		// Without the wake the callout would wait for a CPU to unpark,
+		// which nothing here makes happen.
+		for (int i = 0; i < 2000 && runs.load() == 0; i++)
+			std::this_thread::sleep_for(1ms);
+		CHECK(runs.load() == 1);
+		CHECK(callout_stop(&c) == -1);
 	}
 	unsetenv("USMP_IDLE_BACKEND");
 }
