@@ -8,7 +8,9 @@
 #     bash apps/httpd_bench.sh [BUILD_DIR]
 #
 # Environment: CORES=0,1 (taskset list for the servers), CONNS=100,
-# THREADS=2 (wrk), DURATION=10 (seconds), ROUNDS=2 (alternating runs).
+# THREADS=2 (wrk), DURATION=10 (seconds), ROUNDS=2 (alternating runs),
+# BASELINE=path of another usmp-httpd binary (an A/B of a change: it runs
+# as "usmp-base" in the same rounds).
 set -euo pipefail
 
 build=${1:-build}
@@ -40,6 +42,8 @@ trap cleanup EXIT
 
 port_usmp=18480
 port_nginx=18481
+port_base=18482
+baseline=${BASELINE:-}
 cat >"$tmp/nginx.conf" <<EOF
 worker_processes $ncores;
 daemon off;
@@ -63,30 +67,60 @@ EOF
 
 taskset -c "$cores" "$httpd" --port "$port_usmp" --cpus "$ncores" >"$tmp/httpd.out" 2>&1 &
 pids+=($!)
+pid_usmp=$!
+servers="usmp nginx"
+if [[ -n $baseline ]]; then
+	taskset -c "$cores" "$baseline" --port "$port_base" --cpus "$ncores" >"$tmp/base.out" 2>&1 &
+	pids+=($!)
+	pid_base=$!
+	servers="usmp usmp-base nginx"
+fi
 taskset -c "$cores" nginx -c "$tmp/nginx.conf" &
 pids+=($!)
-for port in $port_usmp $port_nginx; do
+pid_nginx=$!
+for port in $port_usmp $port_nginx ${baseline:+$port_base}; do
 	for _ in $(seq 50); do
 		curl -sf "http://127.0.0.1:$port/" >/dev/null && break
 		sleep 0.1
 	done
 done
 
-# One wrk run: "requests/s p50 p90 p99".
-measure() {
-	wrk -t"$threads" -c"$conns" -d"${duration}s" --latency "http://127.0.0.1:$1/" |
-		awk '/^ +50%/ {p50=$2} /^ +90%/ {p90=$2} /^ +99%/ {p99=$2}
-		     /^Requests\/sec/ {rps=$2}
-		     END {printf "%s %s %s %s\n", rps, p50, p90, p99}'
+# CPU time (user + system, clock ticks) of process $1 and its children
+# (nginx's workers) so far.
+cputime() {
+	local p t=0
+	for p in $1 $(pgrep -P "$1"); do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$t"
 }
 
-printf '%-12s %6s %12s %10s %10s %10s\n' server round requests/s p50 p90 p99
+# One wrk run: "requests/s p50 p90 p99 cpu-us/request".  The server's CPU
+# time per request is the figure least disturbed by other load on the
+# machine (requests/s and latencies move with whatever else runs).
+measure() {
+	local c0 c1 out
+	c0=$(cputime "$2")
+	out=$(wrk -t"$threads" -c"$conns" -d"${duration}s" --latency "http://127.0.0.1:$1/")
+	c1=$(cputime "$2")
+	awk -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" '
+		/^ +50%/ {p50=$2} /^ +90%/ {p90=$2} /^ +99%/ {p99=$2}
+		/^ +[0-9]+ requests in/ {n=$1}
+		/^Requests\/sec/ {rps=$2}
+		END {printf "%s %s %s %s %.1f\n", rps, p50, p90, p99,
+		    (n > 0 ? c * 1e6 / hz / n : 0)}' <<<"$out"
+}
+
+printf '%-12s %6s %12s %10s %10s %10s %10s\n' server round requests/s p50 p90 p99 cpu-us/req
 for r in $(seq "$rounds"); do
-	for s in usmp nginx; do
-		port=$port_usmp
-		[[ $s == nginx ]] && port=$port_nginx
-		read -r rps p50 p90 p99 < <(measure "$port")
-		printf '%-12s %6s %12s %10s %10s %10s\n' "$s" "$r" "$rps" "$p50" "$p90" "$p99"
+	for s in $servers; do
+		case $s in
+		usmp) port=$port_usmp pid=$pid_usmp ;;
+		usmp-base) port=$port_base pid=$pid_base ;;
+		nginx) port=$port_nginx pid=$pid_nginx ;;
+		esac
+		read -r rps p50 p90 p99 cpu < <(measure "$port" "$pid")
+		printf '%-12s %6s %12s %10s %10s %10s %10s\n' "$s" "$r" "$rps" "$p50" "$p90" "$p99" "$cpu"
 	done
 done
 echo "(wrk -t$threads -c$conns -d${duration}s; servers on cores $cores; $(uptime | sed 's/.*load/load/'))"
