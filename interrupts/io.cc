@@ -40,6 +40,7 @@
 
 #include "interrupts/ring.h"
 #include "runtime/critical.h"
+#include "runtime/internal/sim.h"
 #include "runtime/panic.h"
 #include "runtime/thread.h"
 #include "sched/sched.h"
@@ -69,6 +70,8 @@ io_done(ring_op *op, int32_t res, uint32_t) noexcept
 bool
 use_ring(const char *what) noexcept
 {
+	if (sim_active()) // real I/O: the simulation does not control it
+		sim_uncontrolled("usmp::io::", what);
 	if (!on_cpu() || !ring_enabled())
 		return false;
 	thread *td = curthread();
@@ -345,7 +348,7 @@ sleep(nanoseconds d) noexcept
 {
 	if (d <= no_timeout)
 		return 0;
-	if (!use_ring("sleep")) {
+	if (sim_active() || !use_ring("sleep")) { // virtual time: controlled
 		thread_sleep(d);
 		return 0;
 	}

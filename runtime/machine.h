@@ -42,6 +42,8 @@ struct sim_config {
 	int preempt_bound = -1;       // at most this many preemptions; -1: no bound
 	uint64_t max_steps = 2000000; // more steps than this: a livelock, reported
 	uint64_t step_ns = 1000;      // virtual time each step takes
+	int intr_hold_max = 8;        // a due interrupt waits 0..this many of
+	                              // its CPU's points, drawn (runtime/sim.cc)
 	sim_log *log = nullptr;       // append every step here (may be null)
 	const char *log_file = nullptr; // write the log here at the end or on failure
 	const sim_log *replay = nullptr; // take the choices from this log

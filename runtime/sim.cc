@@ -146,6 +146,8 @@ struct agent {
 	uint64_t a_spin_epoch = 0;    // S.progress when it spun
 	uint64_t a_timer = UINT64_MAX; // event timer (callout wheels)
 	bool a_preempt = false;       // the strategy asks for a preemption
+	int a_hold = -1;              // points a due interrupt is still held
+	                              // back (-1: none drawn yet)
 	thread *a_standin = nullptr;  // hardclock: its foreign stand-in
 	void *a_local[SIM_LOCAL_COUNT] = {};
 };
@@ -198,6 +200,7 @@ struct sim_state {
 	uint64_t step = 0;
 	uint64_t progress = 0;   // steps that were not spins
 	rng r;
+	rng ir;                  // interrupt timing: a stream of its own
 	int preemptions = 0;
 	int last = -1;           // agent index of the last step
 	std::vector<uint64_t> pct_prio; // by tid
@@ -208,6 +211,8 @@ struct sim_state {
 	const sim_log *replay = nullptr;
 	uint64_t uncontrolled = 0;
 	bool uncontrolled_flag = false;
+	char uncontrolled_what[64] = {}; // the first one
+	int step_flags = 0;      // flags the running step raised (STEP_INTR_HELD)
 	void (*cpu_run)(pcpu *pc) noexcept = nullptr;
 	bool hc_stop = false;
 	uint64_t driver_deadline = UINT64_MAX; // sim_wait_word()'s timeout
@@ -313,6 +318,32 @@ agent_of(const pcpu *pc) noexcept
 	return &S.agents[pc->pc_cpuid];
 }
 
+// Step 3's seeded interrupt timing: an interrupt (the event timer, a
+// queued interrupt, the preemption IPI) that is due when a CPU reaches a
+// point is held back for a number of that CPU's points drawn uniformly from
+// [0, intr_hold_max], then delivered: where a callout or an ithread lands
+// among a busy CPU's thread steps is the generator's choice, not virtual
+// time's alone, and never later than the bound (an idle CPU takes it when
+// the strategy picks it).  The draws come from a stream of their own (ir),
+// so that a replay, which takes the CPU choices from the log and not from
+// the main stream, makes the same draws; each held point is flagged
+// STEP_INTR_HELD, so the replay's step check compares them too.  Returns
+// true to hold it at this point.
+bool
+intr_hold(agent *a) noexcept
+{
+	if (a->a_hold < 0)
+		a->a_hold = static_cast<int>(S.ir.below(
+		    static_cast<uint64_t>(S.sc.intr_hold_max) + 1));
+	if (a->a_hold == 0) {
+		a->a_hold = -1;
+		return false;
+	}
+	a->a_hold--;
+	S.step_flags |= sim::STEP_INTR_HELD;
+	return true;
+}
+
 // Step 3: what an interrupt would have brought, then the strategy's
 // preemption.  `can`: the point allows a switch at all (a spin-wait
 // inside a lock's slow path does; every point is a call, not an arbitrary
@@ -329,9 +360,9 @@ after_resume(bool can) noexcept
 	    !(td->td_flags & TDF_IDLETD);
 	bool preempt = a->a_preempt;
 	a->a_preempt = false;
-	if (pc->pc_ipi_pending.load(std::memory_order_relaxed) != 0 ||
-	    pc->pc_intr_pending.load(std::memory_order_relaxed) != 0 ||
-	    a->a_timer <= S.now) {
+	if ((pc->pc_ipi_pending.load(std::memory_order_relaxed) != 0 ||
+		pc->pc_intr_pending.load(std::memory_order_relaxed) != 0 ||
+		a->a_timer <= S.now) && !intr_hold(a)) {
 		preempt_sim_deliver(pc, safe);
 		// It may have switched and come back (pinned: same CPU).
 		td = pc->pc_curthread;
@@ -386,8 +417,10 @@ log_fill_header(sim_log *l) noexcept
 	l->pct_depth = S.sc.pct_depth;
 	l->pct_steps = S.sc.pct_steps;
 	l->preempt_bound = S.sc.preempt_bound;
+	l->intr_hold_max = S.sc.intr_hold_max;
 	l->ncpus = S.ncpus;
 	l->uncontrolled = S.uncontrolled;
+	l->uncontrolled_what = S.uncontrolled_what;
 }
 
 // Write the outcome where it is wanted: the log file, and the report of
@@ -400,6 +433,7 @@ write_outcome(const char *reason) noexcept
 		// The step that failed: in the log, so that a replay runs it.
 		S.in_step = false;
 		S.pending.s_event = EV_FAIL;
+		S.pending.s_flags |= S.step_flags;
 		S.log->steps.push_back(S.pending);
 	}
 	log_fill_header(S.log);
@@ -430,12 +464,13 @@ banner(const char *reason) noexcept
 	printf_diag("sim: FAILED at step %" PRIu64 " (virtual time %.3f ms): %s",
 	    S.step, static_cast<double>(S.now - S.boot) / 1e6, reason);
 	printf_diag("sim: seed %" PRIu64 ", strategy %s, pct depth %d over %"
-	    PRIu64 " steps, preemption bound %d, %d CPUs, %d preemptions%s",
+	    PRIu64 " steps, preemption bound %d, %d CPUs, %d preemptions%s%s%s",
 	    S.sc.seed, strategy_name(S.sc.strategy), S.sc.pct_depth,
 	    S.sc.pct_steps, S.sc.preempt_bound,
 	    S.ncpus, S.preemptions,
 	    S.uncontrolled != 0 ? "; replay cannot be trusted (uncontrolled "
-				  "events)" : "");
+				  "events, the first: " : "",
+	    S.uncontrolled_what, S.uncontrolled != 0 ? ")" : "");
 	printf_diag("sim: replay: %s", replay_line().c_str());
 }
 
@@ -556,6 +591,17 @@ next_deadline() noexcept
 	return next;
 }
 
+// The agent of the last step, if it can go on (it handed back at a plain
+// point): choosing another one counts as a preemption.  Else -1.
+int
+last_runnable(const int *can, int n) noexcept
+{
+	for (int i = 0; i < n; i++)
+		if (can[i] == S.last && S.agents[S.last].a_state == A_RUN)
+			return S.last;
+	return -1;
+}
+
 // Choose among the agents that can run.  Returns the index, and whether to
 // ask it for a preemption in *preempt, and logs flags in *flags.
 int
@@ -564,11 +610,7 @@ choose(const int *can, int n, bool *preempt, int *flags) noexcept
 	*preempt = false;
 	bool bounded = S.sc.preempt_bound >= 0 &&
 	    S.preemptions >= S.sc.preempt_bound;
-	int last = -1;
-	for (int i = 0; i < n; i++)
-		if (can[i] == S.last &&
-		    S.agents[S.last].a_state == A_RUN)
-			last = S.last;
+	int last = last_runnable(can, n);
 	if (bounded && last >= 0)
 		return last; // no more preemptions: the running one goes on
 	int pick;
@@ -712,6 +754,10 @@ sim_step() noexcept
 		pick = idx;
 		preempt = (want.s_flags & sim::STEP_PREEMPT) != 0;
 		flags = want.s_flags & (sim::STEP_PREEMPT | sim::STEP_CHANGE_POINT);
+		// Counted as choose() counts them, for the banner.
+		int last = last_runnable(can, n);
+		if (last >= 0 && pick != last)
+			S.preemptions++;
 		if (preempt)
 			S.preemptions++;
 	} else {
@@ -731,8 +777,10 @@ sim_step() noexcept
 	S.last = pick;
 	S.pending = st;
 	S.in_step = true;
+	S.step_flags = 0;
 	run_agent(a);
 	S.in_step = false;
+	st.s_flags |= S.step_flags;
 	st.s_event = a->a_event;
 	if (a->a_event != EV_SPIN)
 		S.progress++;
@@ -771,7 +819,7 @@ void
 ib_wake(pcpu *pc, std::atomic<uint32_t> *) noexcept
 {
 	if (!tl_sim_thread)
-		sim_uncontrolled("a wakeup");
+		sim_uncontrolled("another OS thread: ", "a wakeup");
 	agent_of(pc)->a_woken = true;
 }
 
@@ -846,8 +894,12 @@ sim_prepare(const machine_config &cfg, int ncpus) noexcept
 		S.sc.pct_depth = S.replay->pct_depth;
 		S.sc.pct_steps = S.replay->pct_steps;
 		S.sc.preempt_bound = S.replay->preempt_bound;
+		S.sc.intr_hold_max = S.replay->intr_hold_max;
 	}
 	S.r.seed(S.sc.seed);
+	S.ir.seed(S.sc.seed ^ 0x696e7472686f6c64ull); // "intrhold"
+	if (S.sc.intr_hold_max < 0)
+		S.sc.intr_hold_max = 0;
 	// PCT's k, the length of a run in steps: the caller's estimate
 	// (explore() passes the previous run's), else a short run's.
 	if (S.sc.pct_steps == 0)
@@ -916,6 +968,8 @@ void
 sim_teardown() noexcept
 {
 	log_fill_header(S.log);
+	if (!S.log->trustworthy())
+		printf_diag("sim: %s", S.log->trust_warning().c_str());
 	if (S.sc.log_file != nullptr && !S.log->write_file(S.sc.log_file))
 		printf_diag("sim: cannot write the step log to %s",
 		    S.sc.log_file);
@@ -943,7 +997,7 @@ void
 sim_drive(bool (*pred)(void *arg), void *arg) noexcept
 {
 	if (!tl_sim_thread || S.cur != nullptr) {
-		sim_uncontrolled("a wait");
+		sim_uncontrolled("another OS thread: ", "a wait");
 		return; // the caller blocks the OS thread as usual
 	}
 	while (!pred(arg))
@@ -979,7 +1033,7 @@ void
 sim_spin() noexcept
 {
 	if (!tl_sim_thread) {
-		sim_uncontrolled("a spin-wait");
+		sim_uncontrolled("another OS thread: ", "a spin-wait");
 		::sched_yield();
 		return;
 	}
@@ -1003,7 +1057,7 @@ void
 cpu_point(int ev) noexcept
 {
 	if (!tl_sim_thread) {
-		sim_uncontrolled("a scheduling point");
+		sim_uncontrolled("another OS thread: ", "a scheduling point");
 		return;
 	}
 	agent *a = S.cur;
@@ -1032,7 +1086,7 @@ void
 sim_ipi(pcpu *pc) noexcept
 {
 	if (!tl_sim_thread)
-		sim_uncontrolled("an IPI");
+		sim_uncontrolled("another OS thread: ", "an IPI");
 	pc->pc_ipi_pending.store(1, std::memory_order_relaxed);
 }
 
@@ -1068,14 +1122,19 @@ sim_agent_local(int key, std::size_t size) noexcept
 }
 
 void
-sim_uncontrolled(const char *what) noexcept
+sim_uncontrolled(const char *what, const char *what2) noexcept
 {
-	static std::atomic<bool> said{false};
+	// Possibly from another OS thread, racing with the driver: a counter
+	// and a flag, good enough to warn; the run is untrustworthy anyway.
 	S.uncontrolled++;
 	S.uncontrolled_flag = true;
-	if (!said.exchange(true))
-		printf_diag("sim: %s from an OS thread the simulation does "
-		    "not control: replay cannot be trusted", what);
+	if (S.uncontrolled_what[0] == '\0') {
+		std::snprintf(S.uncontrolled_what, sizeof(S.uncontrolled_what),
+		    "%s%s", what, what2);
+		printf_diag("sim: %s at step %" PRIu64 " is not controlled by the "
+		    "simulation: replay of this run cannot be trusted",
+		    S.uncontrolled_what, S.step);
+	}
 }
 
 // ---- runtime/sim.h
@@ -1137,11 +1196,14 @@ sim_log::to_text() const
 	char buf[256];
 	std::snprintf(buf, sizeof(buf),
 	    "usmp-sim-log 1\nseed %" PRIu64 "\nstrategy %s\npct_depth %d\n"
-	    "pct_steps %" PRIu64 "\npreempt_bound %d\nncpus %d\n"
-	    "uncontrolled %" PRIu64 "\nsteps %zu\n",
-	    seed, strategy_name(strategy), pct_depth, pct_steps, preempt_bound, ncpus,
-	    uncontrolled, steps.size());
+	    "pct_steps %" PRIu64 "\npreempt_bound %d\nintr_hold_max %d\n"
+	    "ncpus %d\nuncontrolled %" PRIu64 "\n",
+	    seed, strategy_name(strategy), pct_depth, pct_steps, preempt_bound,
+	    intr_hold_max, ncpus, uncontrolled);
 	out += buf;
+	if (!uncontrolled_what.empty()) // the rest of the line
+		out += "uncontrolled_what " + uncontrolled_what + "\n";
+	out += "steps " + std::to_string(steps.size()) + "\n";
 	out += "# step agent thread event flags vtime_ns\n";
 	for (const sim::step &s : steps) {
 		std::snprintf(buf, sizeof(buf), "%" PRIu64 " %d %d %s %d %" PRIu64 "\n",
@@ -1197,6 +1259,10 @@ sim_log::from_text(const std::string &text, std::string *error)
 				ncpus = std::atoi(val);
 			else if (k == "uncontrolled")
 				uncontrolled = std::strtoull(val, nullptr, 10);
+			else if (k == "uncontrolled_what")
+				uncontrolled_what = line.substr(k.size() + 1);
+			else if (k == "intr_hold_max")
+				intr_hold_max = std::atoi(val);
 			else if (k == "steps")
 				nsteps = std::strtoull(val, nullptr, 10);
 			else
@@ -1226,6 +1292,17 @@ sim_log::from_text(const std::string &text, std::string *error)
 		return fail("the log says " + std::to_string(nsteps) +
 		    " steps and has " + std::to_string(steps.size()));
 	return true;
+}
+
+std::string
+sim_log::trust_warning() const
+{
+	if (trustworthy())
+		return {};
+	return std::to_string(uncontrolled) + " event(s) the simulation does "
+	    "not control (the first: " + uncontrolled_what + "): real I/O or "
+	    "another OS thread; a replay of this run cannot be trusted to "
+	    "reproduce it";
 }
 
 bool
@@ -1413,6 +1490,9 @@ replay(machine_config cfg, const sim_log &log, const std::function<void()> &scen
 {
 	cfg.sim.replay = &log;
 	cfg.ncpus = log.ncpus;
+	if (!log.trustworthy())
+		printf_diag("sim: replaying seed %" PRIu64 ": the log records %s",
+		    log.seed, log.trust_warning().c_str());
 	return run_child(cfg, scenario);
 }
 

@@ -24,12 +24,29 @@
 // deadline (timeout, sleep timer, callout event timer) when every CPU is
 // idle; when nothing is pending and threads still wait, that is a deadlock.
 //
-// What it does not control, and counts as "replay cannot be trusted": an
+// Interrupt timing.  An interrupt that is due when a CPU reaches a point
+// (its event timer, hence callouts; a queued interrupt; a preemption IPI)
+// is held back for 0..sim_config::intr_hold_max of that CPU's points, the
+// number drawn from the seed: where a callout lands among a thread's steps
+// is a seeded, bounded choice (steps flagged STEP_INTR_HELD).
+//
+// What it does not control, and flags as "replay cannot be trusted": an
 // OS thread other than the simulation's calling into the runtime (waking a
-// thread, creating one), real I/O (usmp::io calls are plain system calls in
-// a simulation: there is no io_uring controller).  thread_local data is
-// per OS thread, hence shared by every simulated CPU (WITNESS's per-CPU
-// spin-lock lists are swapped by the simulation; yours are not).
+// thread, taking a lock, waiting), and real I/O (every usmp::io call but
+// sleep: a plain system call in a simulation, there is no io_uring
+// controller, and its outcome and duration come from the host).  The log
+// counts them, flags the step after each, names the first in its header;
+// the run, its failure banner and replay() print sim_log::trust_warning().
+//
+// Known weaknesses.  thread_local data is per OS thread, hence shared by
+// every simulated CPU: what your code keeps in thread_local as per-CPU data
+// is one copy (WITNESS's per-CPU spin-lock lists are swapped per CPU by the
+// simulation; yours are not: index an array by curcpu() while pinned).
+// Lock profiling's per-CPU record tables are one table too (sync/
+// lock_profile.cc: its slots are atomic, so the counts stay right; its
+// hold and wait times are the host's, not virtual).  A loop without a
+// scheduling point (no lock, no yield, no sim::point()) never hands back:
+// the run is ended as a hang by explore()'s 60 s child timeout.
 //
 // Failures.  A failed sim::check(), a deadlock, a livelock (max_steps), a
 // panic or KASSERT, a WITNESS report in abort mode: each prints the seed,
@@ -81,6 +98,8 @@ enum : int {
 	STEP_CHANGE_POINT = 0x2, // PCT: the thread's priority dropped here
 	STEP_UNCONTROLLED = 0x4, // something the simulation does not control
 	                         // happened before this step
+	STEP_INTR_HELD = 0x8,    // an interrupt was due on this CPU and the
+	                         // generator held it back at this point
 };
 const char *event_name(int event) noexcept;
 
@@ -95,12 +114,17 @@ public:
 	int pct_depth = 0;
 	uint64_t pct_steps = 0;
 	int preempt_bound = -1;
+	int intr_hold_max = 8;
 	int ncpus = 0;
 	uint64_t uncontrolled = 0; // events the simulation did not control
+	std::string uncontrolled_what; // the first of them, e.g. "usmp::io::read"
 	std::vector<sim::step> steps;
 
 	// Whether a replay of this log can be trusted (no uncontrolled event).
 	bool trustworthy() const noexcept { return uncontrolled == 0; }
+	// Empty if trustworthy(); else the warning to show the user (how many
+	// uncontrolled events, the first one, what it means for replay).
+	std::string trust_warning() const;
 	std::string to_text() const;
 	// Parse to_text()'s output; false (and *error) if malformed.
 	bool from_text(const std::string &text, std::string *error = nullptr);

@@ -64,6 +64,8 @@ condvar::wait_common(lock_object *lock, std::chrono::nanoseconds timo,
     int flags, bool relock, const char *call, const char *file,
     int line) noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(true);
 	thread *td = curthread_fast();
 	if (witness_on())
 		witness_warn(WARN_GIANTOK | WARN_SLEEPOK, lock,
@@ -140,6 +142,8 @@ int
 condvar::wait_any(any_lock &a, std::chrono::nanoseconds timo, int flags,
     const char *file, int line) noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(true);
 	thread *td = curthread_fast();
 	// rwlock holds: checked once the generic lock is released, below.
 	if (__builtin_expect((td->td_spinlock_count | td->td_critnest) != 0 ||
@@ -215,6 +219,8 @@ condvar::wait_unlock(lock_object *lock, const char *file, int line) noexcept
 void
 condvar::signal() noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(false);
 	if (cv_waiters.load(std::memory_order_relaxed) == 0)
 		return;
 	sleepq_lock(this);
@@ -235,6 +241,8 @@ condvar::signal() noexcept
 void
 condvar::broadcast() noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(false);
 	if (cv_waiters.load(std::memory_order_relaxed) == 0)
 		return;
 	sleepq_lock(this);

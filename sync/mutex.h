@@ -254,6 +254,8 @@ public:
 	void lock(const char *file = __builtin_FILE(),
 	    int line = __builtin_LINE()) noexcept
 	{
+		if (sim_active()) // a scheduling point (runtime/sim.h)
+			sim::lock_point(true);
 		// One test for everything that is not the plain case (WITNESS
 		// watching, profiling): lock_watched() does the whole of it.
 		if (__builtin_expect(witness_watched(&mtx_lo) ||
@@ -279,6 +281,8 @@ public:
 	void unlock(const char *file = __builtin_FILE(),
 	    int line = __builtin_LINE()) noexcept
 	{
+		if (sim_active()) // a scheduling point (runtime/sim.h)
+			sim::lock_point(false);
 		if (__builtin_expect(witness_watched(&mtx_lo) ||
 			config::lock_profiling, 0)) {
 			unlock_watched(file, line);

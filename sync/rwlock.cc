@@ -225,6 +225,8 @@ rwlock::try_lock(const char *file, int line) noexcept
 void
 rwlock::unlock(const char *file, int line) noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(false);
 	thread *td = curthread_fast();
 	const uintptr_t tid = reinterpret_cast<uintptr_t>(td);
 	if (witness_watched(&rw_lo))
@@ -271,6 +273,8 @@ rwlock::unlock(const char *file, int line) noexcept
 void
 rwlock::lock_shared(const char *file, int line) noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(true);
 	thread *td = curthread_fast();
 	bool w = witness_watched(&rw_lo);
 	if (w)
@@ -362,6 +366,8 @@ rwlock::try_lock_shared(const char *file, int line) noexcept
 void
 rwlock::unlock_shared(const char *file, int line) noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(false);
 	thread *td = curthread_fast();
 	if (witness_watched(&rw_lo))
 		witness_unlock(&rw_lo, 0, file, line);

@@ -44,6 +44,7 @@
 #include <cstdint>
 
 #include "runtime/internal/curthread.h"
+#include "runtime/sim.h"
 #include "runtime/thread.h"
 #include "sync/internal/shared_word.h"
 #include "sync/lock.h"
@@ -92,6 +93,8 @@ public:
 	void lock(const char *file = __builtin_FILE(),
 	    int line = __builtin_LINE()) noexcept
 	{
+		if (sim_active()) // a scheduling point (runtime/sim.h)
+			sim::lock_point(true);
 		thread *td = curthread_fast();
 		uintptr_t v = RW_UNLOCKED;
 		if (__builtin_expect(td->td_critnest == 0 &&

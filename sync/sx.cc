@@ -180,6 +180,8 @@ sx::destroy(const char *file, int line) noexcept
 void
 sx::lock(const char *file, int line) noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(true);
 	lock_check_live(&sx_lo, "sx_xlock", file, line);
 	bool w = witness_watched(&sx_lo);
 	if (w)
@@ -203,6 +205,8 @@ sx::lock(const char *file, int line) noexcept
 int
 sx::lock_sig(const char *file, int line) noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(true);
 	lock_check_live(&sx_lo, "sx_xlock_sig", file, line);
 	bool w = witness_watched(&sx_lo);
 	if (w)
@@ -295,6 +299,8 @@ sx::xlock_hard(uintptr_t tid, int flags, const char *file, int line) noexcept
 void
 sx::unlock(const char *file, int line) noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(false);
 	lock_check_live(&sx_lo, "sx_xunlock", file, line);
 	if (witness_watched(&sx_lo))
 		witness_unlock(&sx_lo, LOP_EXCLUSIVE, file, line);
@@ -338,6 +344,8 @@ sx::xunlock_hard(const char *file, int line) noexcept
 void
 sx::lock_shared(const char *file, int line) noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(true);
 	lock_check_live(&sx_lo, "sx_slock", file, line);
 	bool w = witness_watched(&sx_lo);
 	if (w)
@@ -363,6 +371,8 @@ sx::lock_shared(const char *file, int line) noexcept
 int
 sx::lock_shared_sig(const char *file, int line) noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(true);
 	lock_check_live(&sx_lo, "sx_slock_sig", file, line);
 	bool w = witness_watched(&sx_lo);
 	if (w)
@@ -436,6 +446,8 @@ sx::slock_hard(int flags, const char *file, int line) noexcept
 void
 sx::unlock_shared(const char *file, int line) noexcept
 {
+	if (sim_active()) // a scheduling point (runtime/sim.h)
+		sim::lock_point(false);
 	lock_check_live(&sx_lo, "sx_sunlock", file, line);
 	if (witness_watched(&sx_lo))
 		witness_unlock(&sx_lo, 0, file, line);

@@ -86,8 +86,9 @@ enum : int { SIM_LOCAL_WITNESS = 0, SIM_LOCAL_COUNT = 1 };
 void *sim_agent_local(int key, std::size_t size) noexcept;
 
 // Something the simulation does not control happened (an OS thread other
-// than the simulation's woke or made a thread): counted and flagged in the
-// log ("replay cannot be trusted").
-void sim_uncontrolled(const char *what) noexcept;
+// than the simulation's woke or made a thread; real I/O, interrupts/io.cc):
+// counted, flagged on the next step of the log, named (`prefix` `what`) in
+// the log's header and in a warning: replay cannot be trusted.
+void sim_uncontrolled(const char *what, const char *what2 = "") noexcept;
 
 } // namespace usmp
