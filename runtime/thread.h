@@ -131,6 +131,19 @@ struct thread {
 	struct {
 		int ts_rlocks = 0;
 		int ts_wlocks = 0;
+#if USMP_LOCK_PROFILING
+		// Lock profiling's timed shared holds (FreeBSD's td_lprof),
+		// newest last: a shared lock has many holders, so the start
+		// of each hold is kept by its holder, not in the lock.  Holds
+		// beyond 8 at once go untimed (sync/lock_profile.cc).
+		struct {
+			const void *lp_lock;
+			const char *lp_file;
+			int lp_line;
+			uint64_t lp_start; // ns
+		} ts_lprof[8];
+		int ts_lprof_n = 0;
+#endif
 	} td_sync;
 
 	// Join protocol.  td_exit moves 0 -> 1 (exiting, joiner woken) under

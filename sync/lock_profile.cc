@@ -10,7 +10,10 @@
 //
 // Hold time: the holder writes lo_prof_start/file/line into the lock object
 // after acquiring it exclusively and reads them back at the final release
-// (one holder at a time: no race).  Shared holds are not timed.
+// (one holder at a time: no race).  A shared hold's start and site go on
+// its holder's list (td_sync.ts_lprof, touched by that thread only), found
+// again at its release by the lock's address, newest first (a recursed
+// read hold releases its newest acquisition: the totals are the same).
 #include "sync/lock_profile.h"
 
 #include <time.h>
@@ -21,10 +24,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <tuple>
 
 #include "runtime/critical.h"
+#include "runtime/thread.h"
 #include "runtime/internal/spinlock.h"
 
 namespace usmp {
@@ -237,6 +242,63 @@ lock_profile_stats()
 	return s;
 }
 
+namespace {
+
+#if USMP_LOCK_PROFILING
+// Adds a hold of lo that began at start (ns) at file:line to this CPU's
+// record of that site.
+void
+add_hold(const lock_object *lo, const char *file, int line,
+    uint64_t start) noexcept
+{
+	uint64_t held = lock_profile_now() - start;
+	critical_enter();
+	prof_table *t = my_table();
+	prof_slot *s = t != nullptr ? slot_of(t, lo->lo_type,
+	    lo->lo_class->lc_name, file, line) : nullptr;
+	if (s != nullptr) {
+		s->ps_hold_total.fetch_add(held, std::memory_order_relaxed);
+		atomic_max(s->ps_hold_max, held);
+	}
+	critical_exit();
+}
+
+// Records the start of a shared hold of lo by curthread (untimed if its
+// list is full).
+void
+push_shared(const lock_object *lo, const char *file, int line,
+    uint64_t start) noexcept
+{
+	auto &ts = curthread_fast()->td_sync;
+	if (ts.ts_lprof_n == static_cast<int>(std::size(ts.ts_lprof)))
+		return;
+	ts.ts_lprof[ts.ts_lprof_n++] = {lo, file, line, start};
+}
+
+// Takes curthread's newest shared-hold record of lo off its list: false
+// if there is none (the hold was untimed, or began with profiling off).
+bool
+pop_shared(const lock_object *lo, const char **file, int *line,
+    uint64_t *start) noexcept
+{
+	auto &ts = curthread_fast()->td_sync;
+	for (int i = ts.ts_lprof_n - 1; i >= 0; i--) {
+		if (ts.ts_lprof[i].lp_lock != lo)
+			continue;
+		*file = ts.ts_lprof[i].lp_file;
+		*line = ts.ts_lprof[i].lp_line;
+		*start = ts.ts_lprof[i].lp_start;
+		for (int j = i + 1; j < ts.ts_lprof_n; j++)
+			ts.ts_lprof[j - 1] = ts.ts_lprof[j];
+		ts.ts_lprof_n--;
+		return true;
+	}
+	return false;
+}
+#endif
+
+} // namespace
+
 void
 lock_profile_obtain(lock_object *lo, bool exclusive, bool contested,
     uint64_t waited, const char *file, int line) noexcept
@@ -269,6 +331,8 @@ lock_profile_obtain(lock_object *lo, bool exclusive, bool contested,
 		lo->lo_prof_start = lock_profile_now();
 		lo->lo_prof_file = file;
 		lo->lo_prof_line = line;
+	} else {
+		push_shared(lo, file, line, lock_profile_now());
 	}
 #endif
 }
@@ -281,16 +345,54 @@ lock_profile_release(lock_object *lo) noexcept
 	if (start == 0)
 		return;
 	lo->lo_prof_start = 0;
-	uint64_t held = lock_profile_now() - start;
-	critical_enter();
-	prof_table *t = my_table();
-	prof_slot *s = t != nullptr ? slot_of(t, lo->lo_type,
-	    lo->lo_class->lc_name, lo->lo_prof_file, lo->lo_prof_line) : nullptr;
-	if (s != nullptr) {
-		s->ps_hold_total.fetch_add(held, std::memory_order_relaxed);
-		atomic_max(s->ps_hold_max, held);
+	add_hold(lo, lo->lo_prof_file, lo->lo_prof_line, start);
+#else
+	(void)lo;
+#endif
+}
+
+void
+lock_profile_release_shared(lock_object *lo) noexcept
+{
+#if USMP_LOCK_PROFILING
+	const char *file;
+	int line;
+	uint64_t start;
+	if (pop_shared(lo, &file, &line, &start))
+		add_hold(lo, file, line, start);
+#else
+	(void)lo;
+#endif
+}
+
+void
+lock_profile_upgrade(lock_object *lo) noexcept
+{
+#if USMP_LOCK_PROFILING
+	const char *file;
+	int line;
+	uint64_t start;
+	if (pop_shared(lo, &file, &line, &start)) {
+		lo->lo_prof_start = start;
+		lo->lo_prof_file = file;
+		lo->lo_prof_line = line;
+	} else {
+		lo->lo_prof_start = 0;
 	}
-	critical_exit();
+#else
+	(void)lo;
+#endif
+}
+
+void
+lock_profile_downgrade(lock_object *lo) noexcept
+{
+#if USMP_LOCK_PROFILING
+	uint64_t start = lo->lo_prof_start;
+	if (start == 0)
+		return;
+	lo->lo_prof_start = 0;
+	push_shared(lo, lo->lo_prof_file, lo->lo_prof_line, start);
 #else
 	(void)lo;
 #endif

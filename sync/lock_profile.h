@@ -7,12 +7,12 @@
 // compile to nothing and lock_profile_stats() reports that it is off.  The
 // records are per CPU (the OS thread's own table, touched only inside a
 // critical section: no global lock on the acquisition path), merged by
-// site when dumped.  Hold times are measured for exclusive holds (the lock
-// object keeps the acquisition time, as only one thread holds it); shared
-// acquisitions count acquisitions, contention and wait time (timing a
-// shared hold needs a record per holder: FreeBSD keeps one per thread, and
-// usmp has no such field yet), and a downgrade ends the exclusive hold.  As FreeBSD's
-// man page warns, do not read hold times from a build that also runs
+// site when dumped.  Hold times are measured for every hold: an exclusive
+// hold's start is kept in the lock object (it has one holder), a shared
+// hold's in its holder's thread (td_sync.ts_lprof, as FreeBSD's td_lprof;
+// up to 8 shared holds at once per thread are timed, more go untimed).  An
+// upgrade or a downgrade continues the hold: its time goes to the site of
+// the acquisition that began it.  As FreeBSD's man page warns, do not read hold times from a build that also runs
 // WITNESS checks: switch WITNESS off at run time (USMP_WITNESS=off).
 //
 // Environment: USMP_LOCK_PROFILING_DUMP=<path> or "stderr" writes the
@@ -63,6 +63,12 @@ void lock_profile_obtain(lock_object *lo, bool exclusive, bool contested,
     uint64_t waited, const char *file, int line) noexcept;
 // The final release (not a recursion) of an exclusive hold.
 void lock_profile_release(lock_object *lo) noexcept;
+// The release of one shared hold of lo by curthread.
+void lock_profile_release_shared(lock_object *lo) noexcept;
+// curthread's shared hold of lo became exclusive (a successful try_upgrade),
+// or its exclusive hold became shared (downgrade); the hold goes on.
+void lock_profile_upgrade(lock_object *lo) noexcept;
+void lock_profile_downgrade(lock_object *lo) noexcept;
 
 // The helpers the primitives call (each compiles to nothing without
 // USMP_LOCK_PROFILING).  The pattern, for every lock class and mode:
@@ -70,8 +76,10 @@ void lock_profile_release(lock_object *lo) noexcept;
 //       another thread>);
 //   ... acquire (spin, block or sleep) ...
 //   lock_profile_acquired(lo, exclusive, t0, file, line); // not on recursion
-// and lock_profile_released(lo) before the final release of an exclusive
-// hold.  t0 is 0 when uncontested (CLOCK_MONOTONIC is never 0).
+// and lock_profile_released(lo, exclusive) at the final release of an
+// exclusive hold or at the release of a shared one; lock_profile_upgraded()
+// and lock_profile_downgraded() after a mode change.  t0 is 0 when
+// uncontested (CLOCK_MONOTONIC is never 0).
 inline uint64_t
 lock_profile_wait_start(bool contested) noexcept
 {
@@ -91,10 +99,28 @@ lock_profile_acquired(lock_object *lo, bool exclusive, uint64_t t0,
 }
 
 inline void
-lock_profile_released(lock_object *lo) noexcept
+lock_profile_released(lock_object *lo, bool exclusive = true) noexcept
+{
+	if constexpr (config::lock_profiling) {
+		if (exclusive)
+			lock_profile_release(lo);
+		else
+			lock_profile_release_shared(lo);
+	}
+}
+
+inline void
+lock_profile_upgraded(lock_object *lo) noexcept
 {
 	if constexpr (config::lock_profiling)
-		lock_profile_release(lo);
+		lock_profile_upgrade(lo);
+}
+
+inline void
+lock_profile_downgraded(lock_object *lo) noexcept
+{
+	if constexpr (config::lock_profiling)
+		lock_profile_downgrade(lo);
 }
 
 } // namespace usmp

@@ -371,6 +371,7 @@ rwlock::unlock_shared(const char *file, int line) noexcept
 	thread *td = curthread_fast();
 	if (witness_watched(&rw_lo))
 		witness_unlock(&rw_lo, 0, file, line);
+	lock_profile_released(&rw_lo, false);
 	uintptr_t v = rw_lock.load(std::memory_order_relaxed);
 	for (;;) {
 		if (v == RW_DESTROYED)
@@ -462,6 +463,7 @@ rwlock::try_upgrade(const char *file, int line) noexcept
 			break;
 	}
 	held(td, -1, 1);
+	lock_profile_upgraded(&rw_lo);
 	if (w)
 		witness_upgrade(&rw_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file, line);
 	return true;
@@ -483,7 +485,7 @@ rwlock::downgrade(const char *file, int line) noexcept
 	if (rw_recurse != 0)
 		panic("rw_downgrade() of recursed rwlock \"%s\" @ %s:%d",
 		    rw_lo.lo_name, file, line);
-	lock_profile_released(&rw_lo); // the exclusive hold ends
+	lock_profile_downgraded(&rw_lo); // the hold goes on, shared
 	v = tid;
 	if (!rw_lock.compare_exchange_strong(v, RW_LOCK_READ | RW_ONE_READER,
 		std::memory_order_release, std::memory_order_relaxed)) {

@@ -451,6 +451,7 @@ sx::unlock_shared(const char *file, int line) noexcept
 	lock_check_live(&sx_lo, "sx_sunlock", file, line);
 	if (witness_watched(&sx_lo))
 		witness_unlock(&sx_lo, 0, file, line);
+	lock_profile_released(&sx_lo, false);
 	uintptr_t x = sx_lock.load(std::memory_order_relaxed);
 	for (;;) {
 		if (__builtin_expect(!(x & SX_LOCK_SHARED) || sw_sharers(x) == 0, 0))
@@ -515,6 +516,7 @@ sx::try_upgrade(const char *file, int line) noexcept
 	if (!sx_lock.compare_exchange_strong(v, tid_of(curthread_fast()) | w,
 		std::memory_order_acquire, std::memory_order_relaxed))
 		return false;
+	lock_profile_upgraded(&sx_lo);
 	if (wit)
 		witness_upgrade(&sx_lo, LOP_EXCLUSIVE | LOP_TRYLOCK, file, line);
 	return true;
@@ -530,7 +532,7 @@ sx::downgrade(const char *file, int line) noexcept
 	if (sx_recurse != 0)
 		panic("sx_downgrade: sx \"%s\" recursed @ %s:%d", sx_lo.lo_name,
 		    file, line);
-	lock_profile_released(&sx_lo); // the exclusive hold ends
+	lock_profile_downgraded(&sx_lo); // the hold goes on, shared
 	uintptr_t v = tid_of(curthread_fast());
 	if (sx_lock.compare_exchange_strong(v, SX_LOCK_SHARED | SX_ONE_SHARER,
 		std::memory_order_release, std::memory_order_relaxed))

@@ -151,10 +151,11 @@ check_scripted(const std::vector<lock_profile_record> &recs, const char *type,
 	CHECK(w->contested == 1);
 	CHECK(w->wait_max > 0);
 	CHECK(w->wait_total == w->wait_max);
-	if (wait_exclusive) // timed from acquisition to release
-		CHECK(w->hold_total == w->hold_max);
-	else // shared holds are not timed (lock_profile.h)
-		CHECK(w->hold_total == 0);
+	// Timed from acquisition to release, in either mode (a shared hold
+	// by its holder's record).
+	(void)wait_exclusive;
+	CHECK(w->hold_total == w->hold_max);
+	CHECK(w->hold_max > 0);
 }
 
 } // namespace
@@ -211,4 +212,114 @@ TEST_CASE("lock profiling: spin mutexes, sx and rwlocks, both modes",
 	check_scripted(recs, "prof sx s", "sx", sxs_h, sxs_w, false);
 	check_scripted(recs, "prof rw w", "rw", rww_h, rww_w, true);
 	check_scripted(recs, "prof rw r", "rw", rwr_h, rwr_w, false);
+}
+
+namespace {
+
+// Holds curthread in a loop for at least d (a lock holder that may not
+// sleep: an rwlock's).
+void
+keep_for(std::chrono::milliseconds d)
+{
+	auto t0 = std::chrono::steady_clock::now();
+	while (std::chrono::steady_clock::now() - t0 < d)
+		thread_yield();
+}
+
+} // namespace
+
+TEST_CASE("lock profiling: shared holds are timed per holder, across "
+	  "upgrade and downgrade", "[unit][profiling]")
+{
+	witness_set_mode(witness_mode::off);
+	lock_profile_reset();
+	int long_line = 0, short_line = 0, down_line = 0, up_line = 0;
+	int rw_down_line = 0, rw_up_line = 0;
+	test::machine m(2);
+	m.run([&] {
+		sx s("prof shared sx");
+		rwlock rw("prof shared rw");
+		// Two readers overlap: one holds 40 ms, the other 5 ms inside
+		// that; each hold is timed by its own holder.
+		std::atomic<int> step{0};
+		thread_attr a;
+		a.cpu = 1;
+		green_thread other(a, [&] {
+			while (step.load() != 1)
+				thread_yield();
+			short_line = __LINE__ + 1;
+			s.lock_shared();
+			keep_for(5ms);
+			s.unlock_shared();
+			step = 2;
+		});
+		long_line = __LINE__ + 1;
+		s.lock_shared();
+		step = 1;
+		while (step.load() != 2)
+			thread_yield();
+		keep_for(40ms);
+		s.unlock_shared();
+		other.join();
+		// Exclusive 10 ms, then shared 20 ms: one hold of 30 ms, at
+		// the site that began it.
+		down_line = __LINE__ + 1;
+		s.lock();
+		keep_for(10ms);
+		s.downgrade();
+		keep_for(20ms);
+		s.unlock_shared();
+		// Shared 10 ms, then exclusive 20 ms.
+		up_line = __LINE__ + 1;
+		s.lock_shared();
+		keep_for(10ms);
+		REQUIRE(s.try_upgrade());
+		keep_for(20ms);
+		s.unlock();
+		// The same two for an rwlock.
+		rw_down_line = __LINE__ + 1;
+		rw.lock();
+		keep_for(10ms);
+		rw.downgrade();
+		keep_for(20ms);
+		rw.unlock_shared();
+		rw_up_line = __LINE__ + 1;
+		rw.lock_shared();
+		keep_for(10ms);
+		REQUIRE(rw.try_upgrade());
+		keep_for(20ms);
+		rw.unlock();
+	});
+	witness_set_mode(witness_mode::warn);
+	auto recs = lock_profile_records();
+	INFO(lock_profile_stats());
+	if constexpr (!config::lock_profiling) {
+		CHECK(recs.empty());
+		return;
+	}
+	const lock_profile_record *l = find(recs, "prof shared sx", long_line);
+	const lock_profile_record *sh = find(recs, "prof shared sx", short_line);
+	REQUIRE(l != nullptr);
+	REQUIRE(sh != nullptr);
+	CHECK(l->hold_max >= 45'000'000); // its wait for the other, then 40 ms
+	CHECK(sh->hold_max >= 5'000'000);
+	CHECK(sh->hold_max < l->hold_max);
+	CHECK(l->count == 1);
+	CHECK(sh->count == 1);
+	for (auto [type, line] : {std::pair{"prof shared sx", down_line},
+		 {"prof shared sx", up_line}, {"prof shared rw", rw_down_line},
+		 {"prof shared rw", rw_up_line}}) {
+		INFO(type << ":" << line);
+		const lock_profile_record *r = find(recs, type, line);
+		REQUIRE(r != nullptr);
+		CHECK(r->count == 1);
+		CHECK(r->hold_max >= 30'000'000);
+		CHECK(r->hold_total == r->hold_max);
+	}
+	// Nothing was attributed to the mode changes' own lines.
+	for (const auto &r : recs)
+		if (std::string(r.type).rfind("prof shared", 0) == 0)
+			CHECK((r.line == long_line || r.line == short_line ||
+			    r.line == down_line || r.line == up_line ||
+			    r.line == rw_down_line || r.line == rw_up_line));
 }
