@@ -289,7 +289,7 @@ mutex::lock_slow(const char *file, int line, unsigned opts) noexcept
 }
 
 void
-mutex::unlock_hard(const char *file, int line) noexcept
+mutex::unlock_hard(const char *file, int line, bool witnessed) noexcept
 {
 	thread *td = curthread_fast();
 	if constexpr (config::lock_profiling) {
@@ -297,7 +297,7 @@ mutex::unlock_hard(const char *file, int line) noexcept
 		    mtx_recurse == 0)
 			lock_profile_release(&mtx_lo);
 	}
-	if (witness_watched(&mtx_lo)) {
+	if (!witnessed && witness_watched(&mtx_lo)) {
 		witness_unlock(&mtx_lo, LOP_EXCLUSIVE, file, line);
 		uintptr_t u = reinterpret_cast<uintptr_t>(td);
 		if (mtx_lock.compare_exchange_strong(u, MTX_UNOWNED,

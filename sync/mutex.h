@@ -165,11 +165,17 @@ public:
 				v = reinterpret_cast<uintptr_t>(td);
 				witness_detail::witness_held *wh =
 				    witness_detail::fast_unlock_check(&mtx_lo, td);
-				if (wh != nullptr &&
-				    mtx_lock.compare_exchange_strong(v, MTX_UNOWNED,
-					std::memory_order_release,
-					std::memory_order_relaxed)) {
+				if (wh != nullptr) {
+					// Off the held list before the
+					// release, as WITNESS_UNLOCK: no
+					// other thread's list shows it yet.
 					witness_detail::fast_pop(wh);
+					if (mtx_lock.compare_exchange_strong(v,
+						MTX_UNOWNED,
+						std::memory_order_release,
+						std::memory_order_relaxed))
+						return;
+					unlock_hard(file, line, true);
 					return;
 				}
 			}
@@ -227,7 +233,10 @@ public:
 private:
 	void lock_hard(const char *file, int line, unsigned opts) noexcept;
 	void lock_slow(const char *file, int line, unsigned opts) noexcept;
-	void unlock_hard(const char *file, int line) noexcept;
+	// witnessed: WITNESS's held list no longer shows it (the inline
+	// path popped it).
+	void unlock_hard(const char *file, int line,
+	    bool witnessed = false) noexcept;
 
 	lock_object mtx_lo;                       // (c)
 	std::atomic<uintptr_t> mtx_lock{MTX_UNOWNED}; // (a)

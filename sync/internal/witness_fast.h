@@ -161,9 +161,9 @@ fast_unlock_check(const lock_object *lo, thread *td) noexcept
 	    nullptr;
 }
 
-// After the release fast_unlock_check() allowed.  (Between the release
-// and this, another thread may own lo while our list still shows it: only
-// racy readers, show all locks and the deadlock walk, can see that.)
+// Before the release fast_unlock_check() allowed (as WITNESS_UNLOCK comes
+// before the release in FreeBSD): once released, lo may be another
+// thread's, and no two held lists may show it at once.
 inline void
 fast_pop(witness_held *wh) noexcept
 {
