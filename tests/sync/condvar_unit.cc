@@ -3,12 +3,14 @@
 // threads on both sides.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "support/machine.h"
 #include "support/tlock.h"
@@ -266,4 +268,85 @@ TEST_CASE("cv waits with a usmp::mutex interlock: EWOULDBLOCK, EINTR, "
 		std::scoped_lock g(mx);
 		CHECK(state == 2);
 	});
+}
+
+// Fairness (no starvation): cv_signal wakes the longest sleeper among equal
+// priorities, so a waiter that takes its permit and waits again queues
+// behind the others, and the permits go round robin.  A LIFO queue, or a
+// wakeup that favoured the waiter that ran last (the cache-warm one, the
+// one a same-CPU handoff just ran), would hand one waiter every permit and
+// leave the others asleep for ever: then the round robin below breaks.
+TEST_CASE("condvar signal is FIFO among equal priorities: no waiter starves",
+    "[unit][condvar]")
+{
+	constexpr int nwaiters = 4;
+	constexpr int rounds = 25; // permits per waiter
+	struct cfg {
+		int ncpus;
+		bool full;
+	};
+	for (cfg c : {cfg{1, false}, cfg{2, false}, cfg{4, true}}) {
+		INFO("ncpus " << c.ncpus << " full preemption " << c.full);
+		test::machine m(c.ncpus, c.full);
+		m.run([&] {
+			mutex mtx("fair");
+			condvar cv("fair");
+			int permits = 0;     // (mtx)
+			bool done = false;   // (mtx)
+			std::vector<int> order; // (mtx) waiter ids, in permit order
+			auto sleepers = [&] {
+				sleepq_lock(&cv);
+				int n = sleepq_sleepcnt(&cv, 0);
+				sleepq_release(&cv);
+				return n;
+			};
+			std::vector<green_thread> ts;
+			for (int i = 0; i < nwaiters; i++)
+				ts.emplace_back([&, i] {
+					std::unique_lock<mutex> g(mtx);
+					for (;;) {
+						cv.wait(g, [&] {
+							return permits > 0 || done;
+						});
+						if (permits == 0)
+							return;
+						permits--;
+						order.push_back(i);
+					}
+				});
+			for (int r = 0; r < nwaiters * rounds; r++) {
+				// Every waiter queued again: the one the signal
+				// wakes is decided by the queue alone.
+				while (sleepers() != nwaiters)
+					thread_yield();
+				{
+					std::lock_guard<mutex> g(mtx);
+					permits++;
+				}
+				cv.signal();
+			}
+			while (sleepers() != nwaiters)
+				thread_yield();
+			{
+				std::lock_guard<mutex> g(mtx);
+				done = true;
+			}
+			cv.broadcast();
+			for (auto &t : ts)
+				t.join();
+			REQUIRE(order.size() == size_t{nwaiters} * rounds);
+			// The first permits went to every waiter once (the order
+			// they first queued in), and each later one to the waiter
+			// served nwaiters permits before.
+			std::vector<int> first(order.begin(), order.begin() + nwaiters);
+			std::sort(first.begin(), first.end());
+			long distinct =
+			    std::unique(first.begin(), first.end()) - first.begin();
+			CHECK(distinct == nwaiters);
+			int out_of_turn = 0;
+			for (size_t k = nwaiters; k < order.size(); k++)
+				out_of_turn += order[k] != order[k - nwaiters];
+			CHECK(out_of_turn == 0);
+		});
+	}
 }
