@@ -130,30 +130,51 @@ inline void note_from(const context *) noexcept {}
 inline void finish_switch(void *, context *) noexcept {}
 #endif
 
-// Boost 1.74's jump_fcontext ends in an indirect jmp, not a ret: the
-// return-stack buffer keeps the entry of the call that suspended us, so
-// every return after the jump would be predicted one frame off and
-// mispredict, all the way up the switch path (a dozen returns on a sleep:
-// condvar wait -> sleep queue -> scheduler -> cpu_switch).  One ret to the
-// next instruction consumes that stale entry: one mispredict instead of
-// one per frame (condvar ping-pong: 208 -> 135 ns a round trip).  The 128
-// bytes skipped first are the red zone.  Not with CET shadow stacks, which
-// would fault on a ret that no call matches.
-inline void
-rsb_realign() noexcept
-{
-#if defined(__x86_64__) && !(defined(__CET__) && (__CET__ & 2))
-	asm volatile("leaq -128(%%rsp), %%rsp\n\t"
-		     "leaq 1f(%%rip), %%rax\n\t"
-		     "pushq %%rax\n\t"
-		     "ret\n"
-		     "1:\n\t"
-		     "leaq 128(%%rsp), %%rsp"
-		     :
-		     :
-		     : "rax", "memory");
+// Resume the Boost context fctx; returns, when something resumes us, the
+// context that did (boost::context::fiber::resume() without the wrapper).
+//
+// Boost's jump_fcontext enters the resumed context with an indirect jmp,
+// not a ret.  Called with a call, as fiber::resume() does, it leaves in the
+// return-stack buffer one entry that no ret consumes, so every return after
+// the jump is predicted one frame off and mispredicts, all the way up the
+// switch path (a dozen returns on a sleep: condvar wait -> sleep queue ->
+// scheduler -> cpu_switch; condvar ping-pong 208 -> 135 ns a round trip
+// when this was found).  usmp_jump_nocall is called normally, but enters
+// jump_fcontext with a push of its resume point and a jmp, which the
+// return-stack buffer does not see; the resumed side comes back to that
+// point with the same jmp and returns from usmp_jump_nocall with a ret that
+// pops the entry of its own call.  Every context is suspended here, from
+// the one call site in context_resume(), so that ret is predicted too.
+// Being a real function, it costs callers exactly what a call to
+// jump_fcontext does (the ABI's clobbers, nothing in the red zone), and
+// its CFI lets gdb unwind a parked thread (tools/gdb/usmp-gdb.py).  Not
+// with CET shadow stacks (a jump would need to switch those too).
+#if defined(__x86_64__) && defined(__ELF__) && \
+    !(defined(__CET__) && (__CET__ & 2))
+#define USMP_JUMP_NOCALL 1
+extern "C" void *usmp_jump_nocall(void *fctx) noexcept;
+asm(R"(
+	.text
+	.p2align 4
+	.globl usmp_jump_nocall
+	.hidden usmp_jump_nocall
+	.type usmp_jump_nocall, @function
+usmp_jump_nocall:
+	.cfi_startproc
+	xorl %esi, %esi			# the transfer's data: unused
+	leaq 1f(%rip), %rax
+	pushq %rax
+	.cfi_adjust_cfa_offset 8
+	jmp jump_fcontext@PLT
+1:
+	.cfi_adjust_cfa_offset -8
+	ret				# rax: the fcontext we came from
+	.cfi_endproc
+	.size usmp_jump_nocall, .-usmp_jump_nocall
+)");
+#else
+#define USMP_JUMP_NOCALL 0
 #endif
-}
 
 } // namespace
 
@@ -205,13 +226,22 @@ context_resume(context *to, const context *self, bool last) noexcept
 	if (to->c_tsan_fiber != nullptr)
 		__tsan_switch_to_fiber(to->c_tsan_fiber, 0);
 #endif
+#if USMP_JUMP_NOCALL
+	void *fctx = to->c_word;
+	to->c_word = nullptr;
+	void *from = usmp_jump_nocall(fctx);
+	context r;
+	finish_switch(fake_stack, &r);
+	r.c_word = from; // the fiber's one word (store())
+	return r;
+#else
 	bctx::fiber f = take(to);
 	bctx::fiber from = std::move(f).resume();
-	rsb_realign();
 	context r;
 	finish_switch(fake_stack, &r);
 	store(&r, std::move(from));
 	return r;
+#endif
 }
 
 void
