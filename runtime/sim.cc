@@ -673,9 +673,12 @@ nondeterminism(const sim::step &want, const sim::step &got) noexcept
 	std::snprintf(S.fail_buf, sizeof(S.fail_buf),
 	    "nondeterminism at step %" PRIu64 ": the log has agent %d thread %d "
 	    "%s at %" PRIu64 " ns, the replay agent %d thread %d %s at %" PRIu64
-	    " ns", want.s_step, want.s_agent, want.s_tid,
+	    " ns%s", want.s_step, want.s_agent, want.s_tid,
 	    sim::event_name(want.s_event), want.s_vtime, got.s_agent, got.s_tid,
-	    sim::event_name(got.s_event), got.s_vtime);
+	    sim::event_name(got.s_event), got.s_vtime,
+	    // The likely cause, when the log says so.
+	    S.replay->trustworthy() ? "" : " (the log records events the "
+	    "simulation does not control: real I/O or another OS thread)");
 	sim_fail(S.fail_buf, false);
 }
 

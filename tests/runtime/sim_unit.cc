@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <string>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <set>
@@ -420,6 +421,54 @@ TEST_CASE("sim: real I/O is flagged: the log counts it, names it, flags its "
 	CHECK(clean.trustworthy());
 	CHECK(clean.uncontrolled_what.empty());
 	CHECK(clean.trust_warning().empty());
+}
+
+TEST_CASE("sim: a replay that diverges after real I/O says the log records "
+	  "uncontrolled events", "[unit][sim]")
+{
+	// The program's shape depends on a byte it reads: the simulation
+	// cannot know it, so a replay with another byte diverges.
+	char path[] = "/tmp/usmp-sim-io-XXXXXX";
+	int fd = ::mkstemp(path);
+	REQUIRE(fd >= 0);
+	::close(fd);
+	auto put = [&](char c) {
+		FILE *f = std::fopen(path, "w");
+		REQUIRE(f != nullptr);
+		std::fputc(c, f);
+		std::fclose(f);
+	};
+	auto scenario = [&] {
+		int in = ::open(path, O_RDONLY);
+		char c = '0';
+		usmp::sim::check(usmp::io::read(in, &c, 1) == 1, "read");
+		::close(in);
+		std::vector<usmp::green_thread> ts;
+		for (int i = 0; i < c - '0'; i++)
+			ts.emplace_back([] {
+				for (int k = 0; k < 5; k++)
+					usmp::sim::point();
+			});
+		for (auto &t : ts)
+			t.join();
+	};
+	put('1');
+	usmp::sim::result r = usmp::sim::run_seed(sim_cfg(2, 9), 9, scenario);
+	INFO(r.reason);
+	REQUIRE_FALSE(r.failed);
+	CHECK(r.log.uncontrolled == 1);
+	CHECK(r.log.uncontrolled_what == "usmp::io::read");
+	// Same byte: the replay holds (the I/O happened to repeat).
+	usmp::sim::result same = usmp::sim::replay(sim_cfg(2, 9), r.log, scenario);
+	INFO(same.reason);
+	CHECK_FALSE(same.failed);
+	put('3');
+	usmp::sim::result rep = usmp::sim::replay(sim_cfg(2, 9), r.log, scenario);
+	::unlink(path);
+	INFO(rep.reason);
+	CHECK(rep.failed);
+	CHECK(rep.reason.find("nondeterminism") != std::string::npos);
+	CHECK(rep.reason.find("does not control") != std::string::npos);
 }
 
 TEST_CASE("sim: another OS thread taking a usmp lock is flagged as "
