@@ -25,18 +25,6 @@
 //     stays pending.
 //  5. A timeout is a linked IORING_OP_LINK_TIMEOUT: the kernel cancels R,
 //     whose handler sees -ECANCELED, reported as ETIMEDOUT.
-//  6. Stream requests (read, readv, write, writev at the file position,
-//     recv, send, accept, poll, sleep) are plugged (interrupts/ring.cc,
-//     step 7): written to the SQ and submitted at the CPU's next entry
-//     into the kernel, which the CPU makes when it runs out of threads
-//     (its idle loop), at a non-plugged submission, or at its next
-//     interrupt (the hardclock's ring event).  A CPU serving many
-//     connections thus enters the kernel once for a round of them
-//     (their responses and next reads), as an event loop's epoll_wait
-//     does, instead of once or twice per request.  The thread sleeps as
-//     in 3 even if the request could have completed at once; nothing else
-//     changes (the request is in flight from ring_submit on).  Positional
-//     file I/O, connect, close and fsync are submitted at once.
 // At shutdown the CPU cancels every request in flight and runs the
 // handlers (interrupts/ring.cc, step 5), so T is woken, never to run again
 // (machine_shutdown() reports it like every thread left behind).
@@ -210,7 +198,7 @@ read(int fd, void *buf, size_t n, nanoseconds timeout) noexcept
 	if (!use_ring("read"))
 		return plain_wait(fd, POLLIN, timeout) < 0 ? -1 : ::read(fd, buf, n);
 	ring_req rq{.rq_op = ring_opcode::read, .rq_fd = fd, .rq_buf = buf,
-	    .rq_len = clamp_len(n), .rq_off = UINT64_MAX, .rq_defer = true};
+	    .rq_len = clamp_len(n), .rq_off = UINT64_MAX};
 	return ret(io_run(rq, timeout, "read"));
 }
 
@@ -221,7 +209,7 @@ write(int fd, const void *buf, size_t n, nanoseconds timeout) noexcept
 		return plain_wait(fd, POLLOUT, timeout) < 0 ? -1 : ::write(fd, buf, n);
 	ring_req rq{.rq_op = ring_opcode::write, .rq_fd = fd,
 	    .rq_buf = const_cast<void *>(buf), .rq_len = clamp_len(n),
-	    .rq_off = UINT64_MAX, .rq_defer = true};
+	    .rq_off = UINT64_MAX};
 	return ret(io_run(rq, timeout, "write"));
 }
 
@@ -234,7 +222,7 @@ readv(int fd, const iovec *iov, int iovcnt, nanoseconds timeout) noexcept
 		return ret(-EINVAL);
 	ring_req rq{.rq_op = ring_opcode::readv, .rq_fd = fd,
 	    .rq_buf = const_cast<iovec *>(iov), .rq_len = static_cast<uint32_t>(iovcnt),
-	    .rq_off = UINT64_MAX, .rq_defer = true};
+	    .rq_off = UINT64_MAX};
 	return ret(io_run(rq, timeout, "readv"));
 }
 
@@ -247,7 +235,7 @@ writev(int fd, const iovec *iov, int iovcnt, nanoseconds timeout) noexcept
 		return ret(-EINVAL);
 	ring_req rq{.rq_op = ring_opcode::writev, .rq_fd = fd,
 	    .rq_buf = const_cast<iovec *>(iov), .rq_len = static_cast<uint32_t>(iovcnt),
-	    .rq_off = UINT64_MAX, .rq_defer = true};
+	    .rq_off = UINT64_MAX};
 	return ret(io_run(rq, timeout, "writev"));
 }
 
@@ -283,7 +271,7 @@ accept(int fd, sockaddr *addr, socklen_t *addrlen, int flags, nanoseconds timeou
 		return plain_wait(fd, POLLIN, timeout) < 0 ? -1 :
 							     ::accept4(fd, addr, addrlen, flags);
 	ring_req rq{.rq_op = ring_opcode::accept, .rq_fd = fd, .rq_buf = addr,
-	    .rq_addrlen = addrlen, .rq_flags = flags, .rq_defer = true};
+	    .rq_addrlen = addrlen, .rq_flags = flags};
 	return static_cast<int>(ret(io_run(rq, timeout, "accept")));
 }
 
@@ -306,7 +294,7 @@ recv(int fd, void *buf, size_t n, int flags, nanoseconds timeout) noexcept
 	if (!use_ring("recv"))
 		return plain_wait(fd, POLLIN, timeout) < 0 ? -1 : ::recv(fd, buf, n, flags);
 	ring_req rq{.rq_op = ring_opcode::recv, .rq_fd = fd, .rq_buf = buf,
-	    .rq_len = clamp_len(n), .rq_flags = flags, .rq_defer = true};
+	    .rq_len = clamp_len(n), .rq_flags = flags};
 	return ret(io_run(rq, timeout, "recv"));
 }
 
@@ -316,8 +304,7 @@ send(int fd, const void *buf, size_t n, int flags, nanoseconds timeout) noexcept
 	if (!use_ring("send"))
 		return plain_wait(fd, POLLOUT, timeout) < 0 ? -1 : ::send(fd, buf, n, flags);
 	ring_req rq{.rq_op = ring_opcode::send, .rq_fd = fd,
-	    .rq_buf = const_cast<void *>(buf), .rq_len = clamp_len(n), .rq_flags = flags,
-	    .rq_defer = true};
+	    .rq_buf = const_cast<void *>(buf), .rq_len = clamp_len(n), .rq_flags = flags};
 	return ret(io_run(rq, timeout, "send"));
 }
 
@@ -349,7 +336,7 @@ poll(int fd, short events, nanoseconds timeout) noexcept
 		return r <= 0 ? r : p.revents;
 	}
 	ring_req rq{.rq_op = ring_opcode::poll, .rq_fd = fd,
-	    .rq_len = static_cast<uint16_t>(events), .rq_defer = true};
+	    .rq_len = static_cast<uint16_t>(events)};
 	long r = io_run(rq, timeout, "poll");
 	if (r == -ETIMEDOUT)
 		return 0;
@@ -365,8 +352,7 @@ sleep(nanoseconds d) noexcept
 		thread_sleep(d);
 		return 0;
 	}
-	ring_req rq{.rq_op = ring_opcode::timeout, .rq_off = static_cast<uint64_t>(d.count()),
-	    .rq_defer = true};
+	ring_req rq{.rq_op = ring_opcode::timeout, .rq_off = static_cast<uint64_t>(d.count())};
 	long r = io_run(rq, no_timeout, "sleep");
 	if (r == -ETIME)
 		r = 0;

@@ -5,14 +5,9 @@
 // thread), plus an optional per-call timeout.  On a CPU of a machine whose
 // interrupt controller is the ring (interrupts/ring.h), the call submits the
 // request to the current CPU's io_uring and sleeps on a sleep queue until
-// the completion's handler (run in interrupt context on that CPU) wakes it.
-// Stream requests (reads and writes at the file position, recv, send,
-// accept, poll, sleep) are batched: the CPU submits them at its next entry
-// into the kernel (at the latest when it runs out of threads, or at its
-// next interrupt), one entry for many threads' requests; others are
-// submitted at once, and one that completes at once (a pread of a cached
-// file) returns without sleeping.  Other CPUs keep running threads
-// meanwhile.
+// the completion's handler (run in interrupt context on that CPU) wakes it;
+// a request that completes at once (a read of a socket with data) returns
+// without sleeping.  Other CPUs keep running threads meanwhile.
 //
 // The thread is not pinned while it waits: the scheduler may wake it on
 // another CPU (an idle one) than the one that submitted; the completion

@@ -53,7 +53,7 @@
 //  4. Busy CPUs.  The hardclock asks ring_pending() each tick: completions
 //     waiting on a CPU that is not in its ring wait (posted to the CQ, or,
 //     if the CPU has not entered the kernel since the last tick, held as
-//     task work or behind the plug, step 7) fire the ring's
+//     task work: IORING_SETUP_COOP_TASKRUN, see hook_boot) fire the ring's
 //     interrupt event ("ring cpuN", interrupts/intr_event.h, bound to the
 //     CPU), whose filter drains the CQ at the CPU's next interrupt point
 //     (its preemption signal outside critical sections, else the outermost
@@ -78,20 +78,6 @@
 //     their queues like every thread left behind at shutdown).  The rings
 //     close only once every CPU's OS thread has ended: until then another
 //     CPU's drain may still send a wake message to any ring.
-//  7. Plugging (the block layer's plug: batch submissions).  A request that
-//     usually waits for its completion (a recv of a socket whose peer has
-//     not answered yet, an accept, a poll, a sleep: ring_req::rq_defer)
-//     is written to the SQ but not submitted: its thread sleeps anyway,
-//     and the CPU's next entry into the kernel submits it with whatever
-//     else is queued, so a CPU serving many connections enters the kernel
-//     once for a whole round of them instead of once per request.  The
-//     plug is flushed by every submission that is not deferred, by every
-//     drain (ring_drain: the idle loop's poll and the preemption signal's,
-//     and the ring's interrupt event, which the hardclock fires for a
-//     busy CPU with a plugged request, step 4), before the CPU waits in
-//     its ring, and when RING_PLUG_MAX requests are plugged.  The cost: a
-//     request that could have completed at once (data already there)
-//     completes at that next entry, after its thread went to sleep.
 #include <liburing.h>
 
 #include <pthread.h>
@@ -140,7 +126,6 @@ enum : uint64_t {
 
 constexpr unsigned RING_SQ_ENTRIES = 256;
 constexpr unsigned RING_CQ_ENTRIES = 4096;
-constexpr uint32_t RING_PLUG_MAX = 32; // plugged requests before a forced enter
 
 // Locking key: (c) constant between boot and shutdown; (k) only the CPU's
 // OS thread, inside a spinlock section; (a) atomic, relaxed (counters and
@@ -155,7 +140,6 @@ struct alignas(64) ring_cpu {
 	uint64_t rc_timer_at = 0;               // (k) its deadline
 	__kernel_timespec rc_timer_ts{};        // (k) read by the kernel at submission
 	std::atomic<uint32_t> rc_waiting{0};    // (a) 1 inside ring_wait's enter
-	std::atomic<uint32_t> rc_plugged{0};    // (a, written k) SQEs not yet submitted
 	std::atomic<int64_t> rc_inflight{0};    // (a, written k) ring_ops pending
 	std::atomic<uint64_t> rc_waits{0};
 	std::atomic<uint64_t> rc_wakeups{0};
@@ -164,10 +148,10 @@ struct alignas(64) ring_cpu {
 	std::atomic<uint64_t> rc_completions{0};
 	std::atomic<uint64_t> rc_submitted{0};
 	std::atomic<uint64_t> rc_overflows{0};
-	std::atomic<uint64_t> rc_taskruns{0};   // entries to run task work
-	std::atomic<uint64_t> rc_deferred{0};   // requests submitted plugged
+	std::atomic<uint64_t> rc_taskruns{0};   // entries to run held task work
 	std::atomic<uint64_t> rc_enters{0};     // submissions and get_events entries
 	uint64_t rc_hc_enters = 0;              // (h) rc_enters at the last tick
+	std::atomic<uint64_t> rc_held_kicks{0}; // (a, written h) ticks that fired for held ones
 	std::atomic<uint64_t> rc_timer_fires{0};
 	std::atomic<uint64_t> rc_timer_arms{0};
 };
@@ -207,12 +191,11 @@ ring_self() noexcept
 	return &g_rc[pc->pc_cpuid];
 }
 
-// Submit everything queued in rc's SQ (the plugged requests too).
-// Requires a spinlock section on rc's CPU.
+// Submit what is queued in rc's SQ.  Requires a spinlock section on rc's
+// CPU.
 inline void
 ring_flush(ring_cpu *rc) noexcept
 {
-	rc->rc_plugged.store(0, std::memory_order_relaxed);
 	bump(rc->rc_enters);
 	io_uring_submit(&rc->rc_ring);
 }
@@ -260,10 +243,6 @@ ring_drain(ring_cpu *rc) noexcept
 {
 	int n = 0;
 	spinlock_enter();
-	// Plugged requests go in first (step 7): a drain is where a CPU
-	// looks at its ring anyway.
-	if (rc->rc_plugged.load(std::memory_order_relaxed) != 0)
-		ring_flush(rc);
 	for (;;) {
 		io_uring_cqe *cqe = nullptr;
 		if (io_uring_cq_ready(&rc->rc_ring) == 0) {
@@ -388,13 +367,6 @@ ring_wait(pcpu *pc, std::atomic<uint32_t> *word, uint32_t val,
     uint64_t deadline_ns) noexcept
 {
 	ring_cpu *rc = &g_rc[pc->pc_cpuid];
-	// Nothing may stay plugged while the CPU sleeps (step 7); the idle
-	// loop's poll has flushed already, this is the backstop.
-	if (rc->rc_plugged.load(std::memory_order_relaxed) != 0) {
-		spinlock_enter();
-		ring_flush(rc);
-		spinlock_exit();
-	}
 	sigset_t block, old;
 	sigemptyset(&block);
 	sigaddset(&block, SIGURG);
@@ -465,8 +437,7 @@ int
 ring_poll_backend(pcpu *pc) noexcept
 {
 	ring_cpu *rc = &g_rc[pc->pc_cpuid];
-	if (io_uring_cq_ready(&rc->rc_ring) == 0 && !ring_held(rc) &&
-	    rc->rc_plugged.load(std::memory_order_relaxed) == 0)
+	if (io_uring_cq_ready(&rc->rc_ring) == 0 && !ring_held(rc))
 		return 0;
 	return ring_drain(rc);
 }
@@ -548,15 +519,18 @@ ring_pending(pcpu *pc) noexcept
 	unsigned head = __atomic_load_n(cq.khead, __ATOMIC_RELAXED);
 	if (rc->rc_waiting.load(std::memory_order_relaxed) != 0)
 		return false;
-	// Plugged requests and task work wait for the CPU's next entry into
-	// the kernel; a CPU that entered since the last tick enters often
-	// and needs no interrupt for them, one that did not gets one.
+	// Held completions (task work, overflow) wait for the CPU's next
+	// entry into the kernel; a CPU that entered since the last tick
+	// enters often and needs no interrupt for them, one that did not
+	// gets one.
 	uint64_t enters = rc->rc_enters.load(std::memory_order_relaxed);
 	bool entering = enters != rc->rc_hc_enters;
 	rc->rc_hc_enters = enters;
-	bool pending = tail != head ||
-	    (!entering && (ring_held(rc) ||
-			      rc->rc_plugged.load(std::memory_order_relaxed) != 0));
+	bool pending = tail != head;
+	if (!pending && !entering && ring_held(rc)) {
+		bump(rc->rc_held_kicks);
+		pending = true;
+	}
 	if (!pending)
 		return false;
 	if (g_ring_ie_ready.load(std::memory_order_acquire)) {
@@ -619,7 +593,7 @@ hook_boot(int ncpus) noexcept
 		// not interrupt the CPU's OS thread with an IPI to post its
 		// CQE; the kernel runs that task work at the thread's next
 		// system call (every submission is one) or wakes it if it
-		// waits in the ring, and TASKRUN_FLAG says so in the SQ flags
+		// waits in its ring, and TASKRUN_FLAG says so in the SQ flags
 		// for the drains, the idle poll and the hardclock (ring_held).
 		// Linux 5.19; older kernels refuse the flags: set up without.
 		io_uring_params p{};
@@ -812,9 +786,7 @@ ring_submit(const ring_req &rq, ring_op *op) noexcept
 	io_uring_sqe *sqe = ring_sqe(rc, rq.rq_timeout_ns != 0 ? 2 : 1);
 	if (sqe == nullptr)
 		return -EAGAIN;
-	static_assert(sizeof(ring_op::timespec64) == sizeof(__kernel_timespec));
-	auto *ts = reinterpret_cast<__kernel_timespec *>(&op->ro_ts);
-	auto *lts = reinterpret_cast<__kernel_timespec *>(&op->ro_lts);
+	__kernel_timespec ts{};
 	switch (rq.rq_op) {
 	case ring_opcode::nop:
 		io_uring_prep_nop(sqe);
@@ -857,33 +829,24 @@ ring_submit(const ring_req &rq, ring_op *op) noexcept
 		io_uring_prep_poll_add(sqe, rq.rq_fd, rq.rq_len);
 		break;
 	case ring_opcode::timeout:
-		ts->tv_sec = static_cast<long long>(rq.rq_off / 1000000000ull);
-		ts->tv_nsec = static_cast<long long>(rq.rq_off % 1000000000ull);
-		// The kernel copies the timespec at submission, which may be
-		// later (a plugged request): it lives in op.
-		io_uring_prep_timeout(sqe, ts, 0, 0);
+		ts.tv_sec = static_cast<long long>(rq.rq_off / 1000000000ull);
+		ts.tv_nsec = static_cast<long long>(rq.rq_off % 1000000000ull);
+		// The kernel copies the timespec at submission (below).
+		io_uring_prep_timeout(sqe, &ts, 0, 0);
 		break;
 	}
 	io_uring_sqe_set_data(sqe, op);
+	__kernel_timespec lts{};
 	if (rq.rq_timeout_ns != 0) {
 		sqe->flags |= IOSQE_IO_LINK;
 		io_uring_sqe *lsqe = io_uring_get_sqe(&rc->rc_ring);
-		lts->tv_sec = static_cast<long long>(rq.rq_timeout_ns / 1000000000ull);
-		lts->tv_nsec = static_cast<long long>(rq.rq_timeout_ns % 1000000000ull);
-		io_uring_prep_link_timeout(lsqe, lts, 0);
+		lts.tv_sec = static_cast<long long>(rq.rq_timeout_ns / 1000000000ull);
+		lts.tv_nsec = static_cast<long long>(rq.rq_timeout_ns % 1000000000ull);
+		io_uring_prep_link_timeout(lsqe, &lts, 0);
 		io_uring_sqe_set_data64(lsqe, RU_IGNORE);
 	}
 	rc->rc_inflight.fetch_add(1, std::memory_order_relaxed);
 	bump(rc->rc_submitted);
-	// Step 7: a request that usually waits is left in the SQ for the
-	// CPU's next entry into the kernel, up to RING_PLUG_MAX of them.
-	if (rq.rq_defer) {
-		uint32_t n = rc->rc_plugged.load(std::memory_order_relaxed) + 1;
-		rc->rc_plugged.store(n, std::memory_order_relaxed);
-		bump(rc->rc_deferred);
-		if (n < RING_PLUG_MAX)
-			return static_cast<int>(rc - g_rc);
-	}
 	// The SQEs now belong to the kernel even if io_uring_enter fails (a
 	// later enter submits them), so the request is in flight either way.
 	ring_flush(rc);
@@ -930,7 +893,8 @@ ring_get_stats(int cpu) noexcept
 	s.rs_submitted = rc->rc_submitted.load(std::memory_order_relaxed);
 	s.rs_inflight = rc->rc_inflight.load(std::memory_order_relaxed);
 	s.rs_overflows = rc->rc_overflows.load(std::memory_order_relaxed);
-	s.rs_deferred = rc->rc_deferred.load(std::memory_order_relaxed);
+	s.rs_taskruns = rc->rc_taskruns.load(std::memory_order_relaxed);
+	s.rs_held_kicks = rc->rc_held_kicks.load(std::memory_order_relaxed);
 	s.rs_enters = rc->rc_enters.load(std::memory_order_relaxed);
 	s.rs_timer_fires = rc->rc_timer_fires.load(std::memory_order_relaxed);
 	s.rs_timer_arms = rc->rc_timer_arms.load(std::memory_order_relaxed);

@@ -41,12 +41,6 @@ struct ring_op {
 	// result (>= 0, or -errno) and CQE flags.  It may take spin locks and
 	// wake threads (sleepq_signal); it may not sleep or take sleep locks.
 	void (*ro_handler)(ring_op *op, int32_t res, uint32_t cqe_flags) noexcept = nullptr;
-	// The ring's: the timespecs of a timeout request and of a linked
-	// timeout, which the kernel reads when the request is submitted,
-	// maybe after ring_submit() returned (a plugged request).
-	struct timespec64 {
-		int64_t tv_sec, tv_nsec;
-	} ro_ts{}, ro_lts{};
 };
 
 enum class ring_opcode : uint8_t {
@@ -77,10 +71,6 @@ struct ring_req {
 	// is cancelled after this many nanoseconds and completes with
 	// -ECANCELED (or -EINTR for some) instead.
 	uint64_t rq_timeout_ns = 0;
-	// Plug it (interrupts/ring.cc, step 7): a request that usually waits
-	// (its thread will sleep) is submitted at the CPU's next entry into
-	// the kernel, with others, not by an entry of its own.
-	bool rq_defer = false;
 };
 
 // Whether the running machine uses the ring backend.  Context: any.
@@ -115,8 +105,9 @@ struct ring_stats {
 	uint64_t rs_completions = 0;   // handlers run (interrupts delivered)
 	uint64_t rs_submitted = 0;     // requests submitted
 	int64_t rs_inflight = 0;       // submitted, handler not run yet
-	uint64_t rs_deferred = 0;      // requests plugged (submitted at a later entry)
-	uint64_t rs_enters = 0;        // submissions into the kernel
+	uint64_t rs_taskruns = 0;      // entries to fetch completions held as task work
+	uint64_t rs_held_kicks = 0;    // hardclock ticks that interrupted a busy CPU for held ones
+	uint64_t rs_enters = 0;        // entries into the kernel (submissions, fetches)
 	uint64_t rs_overflows = 0;     // drains that fetched CQEs the CQ had no room for
 	uint64_t rs_timer_fires = 0;   // event timer completions (clock interrupts)
 	uint64_t rs_timer_arms = 0;    // event timer arms and moves earlier

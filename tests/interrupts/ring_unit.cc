@@ -321,68 +321,34 @@ TEST_CASE("completions on a busy CPU are delivered through the ring's interrupt 
 	::close(p[1]);
 }
 
-TEST_CASE("requests that usually wait are plugged: a round of them costs one "
-    "entry into the kernel, not one each", "[unit]")
-{
-	// One CPU; NREADERS threads each receive from their own socket pair,
-	// which has no data yet: each recv is written to the SQ and its
-	// thread sleeps; the CPU submits the lot when it goes idle.
-	constexpr int NREADERS = 16;
-	usmp::test::machine m(1);
-	int sp[NREADERS][2];
-	for (auto &s : sp)
-		REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s) == 0);
-	auto before = usmp::ring_get_stats(0);
-	std::atomic<int> asleep{0}, got{0};
-	m.run([&] {
-		usmp::thread *td[NREADERS];
-		for (int i = 0; i < NREADERS; i++) {
-			REQUIRE(usmp::thread_create(&td[i], {.name = "reader"}, [&, i] {
-				char c;
-				asleep.fetch_add(1);
-				if (usmp::io::recv(sp[i][0], &c, 1) == 1 && c == 'x')
-					got.fetch_add(1);
-			}) == 0);
-		}
-		// Let every reader reach its recv and the CPU go idle.
-		CHECK(eventually([&] {
-			return asleep.load() == NREADERS &&
-			    usmp::ring_get_stats(0).rs_deferred - before.rs_deferred >=
-				NREADERS;
-		}));
-		usmp::thread_sleep(5ms);
-		auto mid = usmp::ring_get_stats(0);
-		INFO("enters " << mid.rs_enters - before.rs_enters << ", deferred "
-		    << mid.rs_deferred - before.rs_deferred);
-		CHECK(mid.rs_deferred - before.rs_deferred == NREADERS);
-		// Without the plug each recv would enter the kernel by itself.
-		CHECK(mid.rs_enters - before.rs_enters < NREADERS / 2);
-		for (auto &s : sp)
-			REQUIRE(::write(s[1], "x", 1) == 1);
-		for (auto *t : td)
-			REQUIRE(usmp::thread_join(t) == 0);
-	});
-	CHECK(got.load() == NREADERS);
-	for (auto &s : sp) {
-		::close(s[0]);
-		::close(s[1]);
-	}
-}
-
-TEST_CASE("a plugged request on a busy CPU is submitted at its next interrupt",
-    "[unit]")
+TEST_CASE("a completion for a busy CPU waits as task work, without interrupting "
+    "it, and is fetched at its next interrupt", "[unit]")
 {
 	// One CPU kept busy by a thread that makes no system call and spends
-	// nearly all its time in critical sections: nothing enters the
-	// kernel, so the reader's plugged recv (its data is already there)
-	// goes in only when the hardclock fires the ring's interrupt event.
+	// nearly all its time in critical sections.  The reader's recv is
+	// armed in the kernel; when its data comes, the kernel does not
+	// interrupt the CPU's OS thread to post the completion
+	// (IORING_SETUP_COOP_TASKRUN) but flags the ring; the hardclock sees
+	// the flag on a CPU that has not entered the kernel since its last
+	// tick and fires the ring's interrupt event (rs_held_kicks), which
+	// gets the CPU into the kernel to post it (its preemption signal, or
+	// the drain's own entry).
 	usmp::test::machine m(1);
 	int sp[2];
 	REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
-	REQUIRE(::write(sp[1], "x", 1) == 1);
-	std::atomic<bool> done{false}, hog_running{false}, hog_gave_up{false};
+	std::atomic<bool> done{false}, reading{false}, hog_running{false},
+	    hog_gave_up{false};
 	ssize_t got = -2;
 	usmp::thread *reader, *hog;
+	REQUIRE(usmp::thread_create(&reader, {.name = "reader"}, [&] {
+		char c;
+		reading.store(true);
+		got = usmp::io::recv(sp[0], &c, 1);
+		done.store(true);
+	}) == 0);
+	while (!reading.load())
+		std::this_thread::sleep_for(1ms);
+	std::this_thread::sleep_for(5ms); // the reader is asleep in its recv
 	REQUIRE(usmp::thread_create(&hog, {.name = "hog"}, [&] {
 		hog_running.store(true);
 		// Bounded, so that a failure does not hang the test.
@@ -400,17 +366,19 @@ TEST_CASE("a plugged request on a busy CPU is submitted at its next interrupt",
 	}) == 0);
 	while (!hog_running.load())
 		std::this_thread::sleep_for(1ms);
+	std::this_thread::sleep_for(5ms);
 	auto before = usmp::ring_get_stats(0);
-	REQUIRE(usmp::thread_create(&reader, {.name = "reader"}, [&] {
-		char c;
-		got = usmp::io::recv(sp[0], &c, 1);
-		done.store(true);
-	}) == 0);
+	REQUIRE(::write(sp[1], "x", 1) == 1);
 	REQUIRE(usmp::thread_join(reader) == 0);
 	REQUIRE(usmp::thread_join(hog) == 0);
 	CHECK(got == 1);
-	CHECK_FALSE(hog_gave_up.load()); // it completed while the CPU was busy
-	CHECK(usmp::ring_get_stats(0).rs_deferred > before.rs_deferred);
+	CHECK_FALSE(hog_gave_up.load()); // delivered while the CPU was busy
+	// How it got in is a race with the host: the hardclock's kick for a
+	// held completion (rs_held_kicks), or any interrupt of the core,
+	// after which the kernel runs the task work on its way back.
+	auto after = usmp::ring_get_stats(0);
+	INFO("held kicks " << after.rs_held_kicks - before.rs_held_kicks);
+	CHECK(after.rs_completions > before.rs_completions);
 	::close(sp[0]);
 	::close(sp[1]);
 }
