@@ -14,7 +14,7 @@
 //
 // Direct execution (C_DIRECT_EXEC, callout(9)): the handler runs in the
 // clock interrupt itself, as a filter does: in a spinlock section on the
-// callout's CPU, with TDF_INFILTER | TDF_NOSLEEPING and WITNESS's filter
+// callout's CPU, with TDP_INFILTER | TDP_NOSLEEPING and WITNESS's filter
 // context, so a sleep lock or a sleep in it panics or is reported.  Such a
 // callout may have no lock or a spin mutex (callout_init_mtx with a
 // spin_mutex); a sleep lock (or Giant) panics at the reset.
@@ -493,10 +493,10 @@ cc_run(callout_cpu *cc, int e, callout *c) noexcept
 	if (run) {
 		// The softclock's handlers may not sleep; direct ones run as
 		// filters (primary interrupt context).
-		uint32_t mask = direct ? (TDF_NOSLEEPING | TDF_INFILTER) :
-		    TDF_NOSLEEPING;
-		uint32_t saved = td->td_flags & mask;
-		td->td_flags |= mask;
+		uint32_t mask = direct ? (TDP_NOSLEEPING | TDP_INFILTER) :
+		    TDP_NOSLEEPING;
+		uint32_t saved = td->td_pflags & mask;
+		td->td_pflags |= mask;
 		if constexpr (config::witness) {
 			if (direct)
 				witness_filter_enter();
@@ -529,7 +529,7 @@ cc_run(callout_cpu *cc, int e, callout *c) noexcept
 				    cc->cc_cpuid, direct ? " (direct)" : "");
 			}
 		}
-		td->td_flags = (td->td_flags & ~mask) | saved;
+		td->td_pflags = (td->td_pflags & ~mask) | saved;
 		if (lock != nullptr && !(initflags & CALLOUT_RETURNUNLOCKED))
 			handler_unlock(lock);
 	}

@@ -142,7 +142,7 @@ callout_init_rw(callout *c, L &lock, int flags) noexcept
 // `precision` later (see C_PREL and C_HARDCLOCK above; C_ABSOLUTE takes
 // `precision` as it is).  With C_DIRECT_EXEC the handler runs in the clock
 // interrupt of the CPU itself (the event timer's completion, primary
-// interrupt context: a spinlock section, TDF_INFILTER, WITNESS's filter
+// interrupt context: a spinlock section, TDP_INFILTER, WITNESS's filter
 // context), not in the softclock's ithread: it may take spin mutexes, wake
 // threads and fire events, never a sleep lock or a sleep (both panic, as in
 // a filter); the callout must have no lock or a spin mutex (a sleep lock,

@@ -2,7 +2,7 @@
 //
 // Vocabulary.  An event is "fired" (the line is raised) by anyone; it is
 // "delivered" on one CPU, which runs its filters in primary interrupt
-// context (a spinlock section, sleeping forbidden, TDF_INFILTER); a filter
+// context (a spinlock section, sleeping forbidden, TDP_INFILTER); a filter
 // may "schedule" the event's ithread, a green thread at interrupt priority
 // that runs the ithread handlers.  The "target" CPU of a fire is the bound
 // CPU, else the firer's own CPU (a green thread), else the event's home CPU
@@ -213,8 +213,8 @@ intr_event_handle(intr_event *ie) noexcept
 			sched = true;
 			continue;
 		}
-		uint32_t saved = td->td_flags & (TDF_NOSLEEPING | TDF_INFILTER);
-		td->td_flags |= TDF_NOSLEEPING | TDF_INFILTER;
+		uint32_t saved = td->td_pflags & (TDP_NOSLEEPING | TDP_INFILTER);
+		td->td_pflags |= TDP_NOSLEEPING | TDP_INFILTER;
 		// WITNESS: a sleep lock taken in here is reported as "acquiring
 		// sleep lock ... in an interrupt filter".
 		if constexpr (config::witness)
@@ -224,7 +224,8 @@ intr_event_handle(intr_event *ie) noexcept
 		std::atomic_signal_fence(std::memory_order_seq_cst);
 		if constexpr (config::witness)
 			witness_filter_exit();
-		td->td_flags = (td->td_flags & ~(TDF_NOSLEEPING | TDF_INFILTER)) | saved;
+		td->td_pflags = (td->td_pflags & ~(TDP_NOSLEEPING | TDP_INFILTER)) |
+		    saved;
 		if (ret != FILTER_STRAY &&
 		    ((ret & (FILTER_HANDLED | FILTER_SCHEDULE_THREAD)) == 0 ||
 			(ret & ~(FILTER_HANDLED | FILTER_SCHEDULE_THREAD)) != 0)) {
@@ -424,9 +425,9 @@ ithread_execute_handlers(intr_event *ie) noexcept
 		if (giant)
 			Giant.lock(__FILE__, __LINE__);
 		// Hardware ithread handlers may not sleep (THREAD_NO_SLEEPING).
-		uint32_t saved = td->td_flags & TDF_NOSLEEPING;
+		uint32_t saved = td->td_pflags & TDP_NOSLEEPING;
 		if (!soft) {
-			td->td_flags |= TDF_NOSLEEPING;
+			td->td_pflags |= TDP_NOSLEEPING;
 			// WITNESS names the context of a sleep in here.
 			if constexpr (config::witness)
 				witness_nosleep_enter("ithread");
@@ -437,7 +438,7 @@ ithread_execute_handlers(intr_event *ie) noexcept
 		if constexpr (config::witness)
 			if (!soft)
 				witness_nosleep_exit();
-		td->td_flags = (td->td_flags & ~TDF_NOSLEEPING) | saved;
+		td->td_pflags = (td->td_pflags & ~TDP_NOSLEEPING) | saved;
 		if (giant)
 			Giant.unlock(__FILE__, __LINE__);
 		it_curr_clear(ie);
@@ -1001,7 +1002,7 @@ intr_storm_threshold() noexcept
 bool
 intr_in_filter() noexcept
 {
-	return (curthread()->td_flags & TDF_INFILTER) != 0;
+	return (curthread()->td_pflags & TDP_INFILTER) != 0;
 }
 
 } // namespace usmp

@@ -85,7 +85,7 @@ foreign_self() noexcept
 		td = new (std::nothrow) thread;
 		if (td == nullptr)
 			panic("curthread: out of memory for a foreign thread");
-		td->td_flags = TDF_FOREIGN;
+		td->td_flags.store(TDF_FOREIGN, std::memory_order_relaxed);
 		td->td_state = TDS_RUNNING;
 		td->td_tid = -g_machine.ms_next_tid.fetch_add(1);
 		__builtin_strcpy(td->td_name, "foreign");
@@ -127,7 +127,8 @@ bool
 on_cpu() noexcept
 {
 	pcpu *pc = curpcpu_fast();
-	return pc != nullptr && !(pc->pc_curthread->td_flags & TDF_IDLETD);
+	return pc != nullptr && !(pc->pc_curthread->td_flags.load(
+	    std::memory_order_relaxed) & TDF_IDLETD);
 }
 
 // ---- Critical and spinlock sections.
@@ -145,7 +146,8 @@ critical_exit_preempt() noexcept
 	thread *td = curthread_fast();
 	// Re-entered, or a foreign OS thread or the idle thread (which poll).
 	if (td->td_critnest != 0 ||
-	    (td->td_flags & (TDF_FOREIGN | TDF_IDLETD)) != 0) {
+	    (td->td_flags.load(std::memory_order_relaxed) &
+		(TDF_FOREIGN | TDF_IDLETD)) != 0) {
 		td->td_owepreempt = 0;
 		return;
 	}
@@ -279,10 +281,12 @@ cpu_switch(thread *old, thread *newtd, spinlock *mtx) noexcept
 	newtd->td_switches++;
 	ktr_event_record(KTR_SWITCH, static_cast<uint64_t>(newtd->td_tid),
 	    newtd->td_priority, newtd->td_name,
-	    (newtd->td_flags & TDF_IDLETD) ? KTRF_IDLE : 0);
+	    (newtd->td_flags.load(std::memory_order_relaxed) & TDF_IDLETD) ?
+		KTRF_IDLE : 0);
 	// The idle thread runs on its OS thread's own stack (no made context).
 	context from = context_resume(&newtd->td_ctx,
-	    (old->td_flags & TDF_IDLETD) ? nullptr : &old->td_ctx,
+	    (old->td_flags.load(std::memory_order_relaxed) & TDF_IDLETD) ?
+		nullptr : &old->td_ctx,
 	    old->td_state == TDS_INACTIVE);
 	cpu_switch_finish(from);
 }

@@ -178,7 +178,7 @@ thread_alloc(thread **tdp, const thread_attr &attr, std::size_t size,
 	else
 		default_name(td->td_name, sizeof(td->td_name), td->td_tid);
 	if (attr.detached)
-		td->td_flags |= TDF_DETACHED;
+		td->td_flags.fetch_or(TDF_DETACHED, std::memory_order_relaxed);
 	// A new thread starts as if returning from mi_switch: inside the
 	// spinlock section of its (run-queue) thread lock.
 	td->td_critnest = 1;
@@ -216,7 +216,8 @@ thread *
 thread_make_idle(int cpu) noexcept
 {
 	thread *td = new thread;
-	td->td_flags = TDF_IDLETD | TDF_NOSLEEPING;
+	td->td_flags.store(TDF_IDLETD, std::memory_order_relaxed);
+	td->td_pflags = TDP_NOSLEEPING;
 	td->td_state = TDS_RUNNING;
 	td->td_priority = td->td_base_pri = 255;
 	td->td_cpu = td->td_lastcpu = cpu;
@@ -231,7 +232,8 @@ thread_make_idle(int cpu) noexcept
 void
 thread_switched_out_dead(thread *td) noexcept
 {
-	bool detached = (td->td_flags & TDF_DETACHED) != 0;
+	bool detached =
+	    (td->td_flags.load(std::memory_order_relaxed) & TDF_DETACHED) != 0;
 	bool foreign = td->td_foreign_join.load(std::memory_order_relaxed) != 0;
 	stack *st = td->td_stack;
 	td->td_exit.store(2, std::memory_order_release);
@@ -255,9 +257,10 @@ void
 thread_exit() noexcept
 {
 	thread *td = curthread_fast();
-	if (td->td_flags & (TDF_FOREIGN | TDF_IDLETD))
+	uint32_t flags = td->td_flags.load(std::memory_order_relaxed);
+	if (flags & (TDF_FOREIGN | TDF_IDLETD))
 		panic("thread_exit() called from %s \"%s\"",
-		    (td->td_flags & TDF_FOREIGN) ? "a foreign OS thread" :
+		    (flags & TDF_FOREIGN) ? "a foreign OS thread" :
 						   "the idle thread",
 		    td->td_name);
 	if (thread_exit_hook_fn hook =
@@ -277,7 +280,8 @@ thread_exit() noexcept
 	td->td_joinlock.lock();
 	td->td_exit.store(1, std::memory_order_release);
 	thread *joiner = td->td_joiner;
-	if (joiner != nullptr && !(joiner->td_flags & TDF_FOREIGN)) {
+	if (joiner != nullptr &&
+	    !(joiner->td_flags.load(std::memory_order_relaxed) & TDF_FOREIGN)) {
 		thread_lock_block_wait(joiner);
 		joiner->td_inhibitors &= ~TDI_JOIN;
 		joiner->td_wchan = nullptr;
@@ -329,14 +333,16 @@ thread_join(thread *td, const char *file, int line) noexcept
 		    td->td_name, file, line);
 		return EDEADLK;
 	}
-	bool foreign = (me->td_flags & TDF_FOREIGN) != 0;
+	bool foreign =
+	    (me->td_flags.load(std::memory_order_relaxed) & TDF_FOREIGN) != 0;
 	if (!foreign && me->td_critnest != 0)
 		panic("thread_join() of \"%s\" in a critical section @ %s:%d",
 		    td->td_name, file, line);
 
 	spinlock_enter();
 	td->td_joinlock.lock();
-	if ((td->td_flags & TDF_DETACHED) || td->td_joiner != nullptr) {
+	if ((td->td_flags.load(std::memory_order_relaxed) & TDF_DETACHED) ||
+	    td->td_joiner != nullptr) {
 		td->td_joinlock.unlock();
 		spinlock_exit();
 		printf_diag("thread_join(): thread \"%s\" is detached or already "
@@ -380,14 +386,15 @@ thread_detach(thread *td) noexcept
 {
 	spinlock_enter();
 	td->td_joinlock.lock();
-	if ((td->td_flags & TDF_DETACHED) || td->td_joiner != nullptr) {
+	if ((td->td_flags.load(std::memory_order_relaxed) & TDF_DETACHED) ||
+	    td->td_joiner != nullptr) {
 		td->td_joinlock.unlock();
 		spinlock_exit();
 		return EINVAL;
 	}
 	bool exited = td->td_exit.load(std::memory_order_relaxed) != 0;
 	if (!exited)
-		td->td_flags |= TDF_DETACHED;
+		td->td_flags.fetch_or(TDF_DETACHED, std::memory_order_relaxed);
 	td->td_joinlock.unlock();
 	spinlock_exit();
 	if (exited)
@@ -401,7 +408,7 @@ void
 thread_yield() noexcept
 {
 	thread *td = curthread_fast();
-	if (td->td_flags & TDF_FOREIGN) {
+	if (td->td_flags.load(std::memory_order_relaxed) & TDF_FOREIGN) {
 		std::this_thread::yield();
 		return;
 	}
@@ -414,11 +421,11 @@ int
 thread_sleep(std::chrono::nanoseconds d) noexcept
 {
 	thread *td = curthread_fast();
-	if (td->td_flags & TDF_FOREIGN) {
+	if (td->td_flags.load(std::memory_order_relaxed) & TDF_FOREIGN) {
 		std::this_thread::sleep_for(d);
 		return 0;
 	}
-	if (td->td_flags & TDF_NOSLEEPING)
+	if (td->td_pflags & TDP_NOSLEEPING)
 		panic("thread_sleep(): thread \"%s\" may not sleep", td->td_name);
 	uint64_t deadline = clock_ns() + static_cast<uint64_t>(
 	    d.count() > 0 ? d.count() : 0);

@@ -62,17 +62,31 @@ enum : uint8_t {
 	TDI_JOIN = 0x08,     // waiting in thread_join() (a kind of sleep)
 };
 
-// td_flags.
+// td_flags: public flags.  Bits are set by holders of different locks
+// (TDF_DETACHED under td_joinlock by any thread, TDF_BOUND by the thread
+// itself, TDF_TIMEOUT under the thread lock by a softclock) and read by
+// other CPUs without the thread lock (thread_join(), steal, dump), so the
+// word is atomic and every update a relaxed read-modify-write: a plain
+// `|=` from one holder could lose a bit set by another.  What a bit
+// means is still ordered by the lock that guards it, not by the word.
 enum : uint32_t {
-	TDF_IDLETD = 0x0001,      // the idle thread of a CPU
-	TDF_FOREIGN = 0x0002,     // stands for an OS thread that is no CPU
-	TDF_DETACHED = 0x0004,    // no joiner; reaped at exit
-	TDF_BOUND = 0x0008,       // sched_bind()
-	TDF_MAIN = 0x0010,        // the main thread of run()
+	TDF_IDLETD = 0x0001,      // the idle thread of a CPU (c)
+	TDF_FOREIGN = 0x0002,     // stands for an OS thread that is no CPU (c)
+	TDF_DETACHED = 0x0004,    // no joiner; reaped at exit (j)
+	TDF_BOUND = 0x0008,       // sched_bind() (k, read by others under (t))
+	TDF_MAIN = 0x0010,        // the main thread of run() (c)
 	TDF_ASYNCPREEMPT = 0x0020, // switched out from the preemption signal
-	TDF_TIMEOUT = 0x0040,     // sleep ended by its timeout
-	TDF_NOSLEEPING = 0x0080,  // may not sleep (idle, filters)
-	TDF_INFILTER = 0x0100,    // running an interrupt filter (interrupts/)
+	TDF_TIMEOUT = 0x0040,     // sleep ended by its timeout (t)
+};
+
+// td_pflags: private flags (FreeBSD's TDP_*).  Only the thread itself
+// reads or writes them, and the interrupt code that sets them (filters,
+// ithread handlers, callouts) saves and restores the old bits around its
+// handler, so a nested setter (an interrupt taken on the way out of a
+// spinlock section) leaves the word as it found it.  No atomics.
+enum : uint32_t {
+	TDP_NOSLEEPING = 0x0001,  // may not sleep (idle, filters, handlers)
+	TDP_INFILTER = 0x0002,    // running an interrupt filter (interrupts/)
 };
 
 // Entry of a thread: the callable was constructed in td_arg; td_entry runs
@@ -107,7 +121,8 @@ struct thread {
 	uint8_t td_lend_pri = 255;                 // (t) lent by waiters (sync/)
 	td_state_t td_state = TDS_INACTIVE;        // (t)
 	uint8_t td_inhibitors = 0;                 // (t)
-	uint32_t td_flags = 0;                     // (t), TDF_IDLETD etc. (c)
+	std::atomic<uint32_t> td_flags{0};         // (a) relaxed: TDF_*, see above
+	uint32_t td_pflags = 0;                    // (k) TDP_*
 	int td_cpu = NOCPU;                        // (t) CPU it runs or waits on
 	int td_lastcpu = NOCPU;                    // (t) CPU it last ran on
 	int td_bound_cpu = NOCPU;                  // (k) sched_bind() target

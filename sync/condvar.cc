@@ -147,7 +147,7 @@ condvar::wait_any(any_lock &a, std::chrono::nanoseconds timo, int flags,
 	thread *td = curthread_fast();
 	// rwlock holds: checked once the generic lock is released, below.
 	if (__builtin_expect((td->td_spinlock_count | td->td_critnest) != 0 ||
-		(td->td_flags & TDF_NOSLEEPING), 0))
+		(td->td_pflags & TDP_NOSLEEPING), 0))
 		sleep_check(td, "cv_wait", cv_description, file, line);
 	sleepq_lock(this);
 	int w = cv_waiters.load(std::memory_order_relaxed);

@@ -473,7 +473,7 @@ sleepq_add(const void *wchan, lock_object *lock, const char *wmesg,
 	sleepqueue_chain *sc = sc_lookup(wchan);
 	if (__builtin_expect(wchan == nullptr, 0))
 		panic("sleepq_add: null wait channel @ %s:%d", file, line);
-	if (__builtin_expect(td->td_flags & TDF_NOSLEEPING, 0))
+	if (__builtin_expect(td->td_pflags & TDP_NOSLEEPING, 0))
 		panic("sleepq_add: thread \"%s\" (tid %d) to sleep on wchan %p "
 		    "(\"%s\") with sleeping prohibited @ %s:%d", td->td_name,
 		    td->td_tid, wchan, wmesg, file, line);

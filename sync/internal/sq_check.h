@@ -30,7 +30,7 @@ rwlock_sleep_check(const thread *td, int allowed, const char *call,
 }
 
 // Panic if curthread td may not sleep here: inside a critical section, with
-// a spin lock held (td_spinlock_count), marked TDF_NOSLEEPING (the idle
+// a spin lock held (td_spinlock_count), marked TDP_NOSLEEPING (the idle
 // thread, filters), or holding an rwlock other than `interlock` (the lock
 // the sleep releases; null if none, or released by other means: the
 // caller then calls rwlock_sleep_check itself once it is released).
@@ -43,7 +43,7 @@ sleep_check(const thread *td, const char *call, const char *what,
 {
 	if (__builtin_expect((td->td_spinlock_count | td->td_critnest |
 		td_nonsleepable_locks(td)) == 0 &&
-		!(td->td_flags & TDF_NOSLEEPING), 1))
+		!(td->td_pflags & TDP_NOSLEEPING), 1))
 		return;
 	if (td->td_spinlock_count != 0)
 		panic("%s: sleeping on \"%s\" with a spin lock held (thread "
@@ -53,7 +53,7 @@ sleep_check(const thread *td, const char *call, const char *what,
 		panic("%s: sleeping on \"%s\" in a critical section (thread "
 		    "\"%s\", tid %d, critnest %d) @ %s:%d", call, what,
 		    td->td_name, td->td_tid, td->td_critnest, file, line);
-	if (td->td_flags & TDF_NOSLEEPING)
+	if (td->td_pflags & TDP_NOSLEEPING)
 		panic("%s: sleeping on \"%s\" with sleeping prohibited (thread "
 		    "\"%s\", tid %d) @ %s:%d", call, what, td->td_name,
 		    td->td_tid, file, line);

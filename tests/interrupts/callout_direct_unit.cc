@@ -1,5 +1,5 @@
 // callout(9) C_DIRECT_EXEC: the handler runs in the clock interrupt of its
-// CPU, as a filter (spinlock section, TDF_INFILTER, WITNESS's filter
+// CPU, as a filter (spinlock section, TDP_INFILTER, WITNESS's filter
 // context); spin mutexes only; the stop / drain results as for the
 // softclock's callouts; misuse panics.
 #include <catch2/catch.hpp>
@@ -47,7 +47,7 @@ direct_record(void *arg)
 	r->cpu = curcpu();
 	r->in_filter = intr_in_filter();
 	r->spin_section = td->td_spinlock_count > 0;
-	r->nosleep = (td->td_flags & TDF_NOSLEEPING) != 0;
+	r->nosleep = (td->td_pflags & TDP_NOSLEEPING) != 0;
 	// The softclock's ithread is the event's ("swi4: clock (N)"); a
 	// direct run is on whatever thread the interrupt found there.
 	r->softclock = td->td_name[0] == 's' && td->td_name[1] == 'w' &&

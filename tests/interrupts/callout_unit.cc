@@ -47,7 +47,7 @@ record(void *arg)
 	r->cpu = curcpu();
 	r->giant = Giant.owned();
 	r->locked = r->mtx != nullptr && r->mtx->owned();
-	r->nosleep = (curthread()->td_flags & TDF_NOSLEEPING) != 0;
+	r->nosleep = (curthread()->td_pflags & TDP_NOSLEEPING) != 0;
 	if (r->c != nullptr)
 		r->pending_in_handler = callout_pending(r->c);
 	r->pass(false); // may not sleep: spin while the test holds it

@@ -52,7 +52,7 @@ probe_filter(void *arg)
 	thread *td = curthread();
 	// Primary interrupt context: interrupts disabled, no sleeping.
 	if (!intr_in_filter() || td->td_spinlock_count == 0 ||
-	    td->td_critnest == 0 || !(td->td_flags & TDF_NOSLEEPING))
+	    td->td_critnest == 0 || !(td->td_pflags & TDP_NOSLEEPING))
 		p->filter_ctx_ok = false;
 	p->filter_cpu = curcpu();
 	p->filter_runs++;
@@ -93,7 +93,7 @@ TEST_CASE("a filter fired from a green thread runs at once on its CPU, in "
 		sched_unpin();
 		CHECK(p.filter_ctx_ok);
 		CHECK(!intr_in_filter());
-		CHECK((curthread()->td_flags & TDF_NOSLEEPING) == 0);
+		CHECK((curthread()->td_pflags & TDP_NOSLEEPING) == 0);
 		intr_event_stats st;
 		intr_event_get_stats(ie, &st);
 		CHECK(st.ies_fires == 1);
