@@ -61,7 +61,8 @@ critical_exit() noexcept
 inline void
 spinlock_enter_td(thread *td) noexcept
 {
-	if (td->td_spinlock_count == 0) {
+	// The outermost entry is the common case: the fall-through.
+	if (__builtin_expect(td->td_spinlock_count == 0, 1)) {
 		td->td_critnest = td->td_critnest + 1;
 		std::atomic_signal_fence(std::memory_order_seq_cst);
 		td->td_spinlock_count = 1;
@@ -77,7 +78,9 @@ spinlock_exit_td(thread *td) noexcept
 	std::atomic_signal_fence(std::memory_order_seq_cst);
 	int n = td->td_spinlock_count - 1;
 	td->td_spinlock_count = n;
-	if (n == 0) {
+	// The outermost exit is the common case (a spin lock alone): laid
+	// out as the fall-through.
+	if (__builtin_expect(n == 0, 1)) {
 		std::atomic_signal_fence(std::memory_order_seq_cst);
 		int c = td->td_critnest;
 		td->td_critnest = c - 1;

@@ -341,7 +341,11 @@ sq_timeout_settle(thread *td) noexcept
 void
 sq_switch(sleepqueue_chain *sc, thread *td) noexcept
 {
-	thread_lock(td);
+	// thread_lock(td) for curthread: a running thread's td_lock is its
+	// CPU's run-queue lock, and only its own switch changes that, so it
+	// is taken directly, without thread_lock()'s call and re-check loop.
+	spinlock_enter_td(td);
+	td_lockptr(td)->lock();
 	if (!(td->td_sqflags & SQF_ONQ)) {
 		// Woken already.
 		thread_unlock(td);

@@ -197,15 +197,18 @@ namespace witness_detail {
 extern std::atomic<int> w_watch;
 } // namespace witness_detail
 
-// True if WITNESS checks lo now: one relaxed load and a flag test.
+// True if WITNESS checks lo now: one relaxed load and a flag test.  The
+// global first: with WITNESS off at run time (the fast paths' case) that
+// is the one test made, and not taken, where the flag of an enrolled lock
+// would be set and branch away to the second test on every lock.
 inline bool
 witness_watched(const lock_object *lo) noexcept
 {
 	if constexpr (!config::witness)
 		return false;
 	else
-		return (lo->lo_flags & LO_WITNESS) != 0 &&
-		    witness_detail::w_watch.load(std::memory_order_relaxed) > 0;
+		return witness_detail::w_watch.load(std::memory_order_relaxed) > 0 &&
+		    (lo->lo_flags & LO_WITNESS) != 0;
 }
 
 // Enroll lo (from lock_init) / forget it (lock_destroy).
