@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -76,11 +77,18 @@ TEST_CASE("kern.sched counters move with switches, and per-CPU nodes exist", "[u
 		uint64_t sw0 = read("kern.sched.switches");
 		CHECK(read("hw.ncpu") == 2);
 		// A ping-pong of two threads bound to CPU 1: every yield switches.
+		// Both start before either counts its yields: a thread that
+		// ran its 100 before the other was queued on CPU 1 would have
+		// nothing to switch to (a yield alone is not a switch).
 		thread_attr a;
 		a.cpu = 1;
+		std::atomic<int> started{0};
 		std::vector<green_thread> v;
 		for (int i = 0; i < 2; i++)
-			v.emplace_back(a, [] {
+			v.emplace_back(a, [&started] {
+				started++;
+				while (started.load() < 2)
+					thread_yield();
 				for (int k = 0; k < 100; k++)
 					thread_yield();
 			});
