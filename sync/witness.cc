@@ -164,6 +164,10 @@ struct alignas(64) witness_td : witness_held {
 	int wt_nosleep;                 // (k) witness_nosleep_enter depth
 	const char *wt_nosleep_what;    // (k)
 	std::atomic<const lock_object *> wt_blocked_on; // (a) seq_cst
+	// (a) seq_cst: bumped as the thread starts and ends blocking, so a
+	// thread seen twice with the same value was blocked on the same lock
+	// throughout (the deadlock walk's confirmation).
+	std::atomic<uint64_t> wt_block_gen;
 	const char *wt_block_file;      // (k)
 	int wt_block_line;              // (k)
 	thread *wt_td;                  // (w)
@@ -1335,6 +1339,7 @@ struct dl_walk {
 	thread *me;
 	thread *cycle[DL_MAXC]; // the path: cycle[k] waits for cycle[k+1]
 	const lock_object *waits[DL_MAXC]; // what cycle[k] was seen waiting for
+	uint64_t gens[DL_MAXC];  // cycle[k]'s wt_block_gen, read before waits[k]
 	int nc = 0;
 	thread *seen[DL_SEEN];  // explored without reaching me
 	int nseen = 0;
@@ -1392,10 +1397,12 @@ dl_search(dl_walk &w, thread *t) noexcept
 	witness_td *twt = wt_of(t);
 	if (twt == nullptr)
 		return false;
+	uint64_t gen = twt->wt_block_gen.load(std::memory_order_seq_cst);
 	const lock_object *next =
 	    twt->wt_blocked_on.load(std::memory_order_seq_cst);
 	if (next == nullptr)
 		return false;
+	w.gens[w.nc] = gen;
 	w.waits[w.nc] = next;
 	w.cycle[w.nc++] = t;
 	thread *h[DL_FANOUT];
@@ -2377,26 +2384,17 @@ witness_warn(unsigned flags, const lock_object *lock, const char *fmt,
 // found may be a composite of states that never coexisted (a holder that
 // has since let go, a waiter already woken: seen under heavy
 // oversubscription as a false report).  Before reporting, every edge is
-// read again, now: each other thread is still blocked, still on the lock
-// it was seen waiting for, and the next thread of the cycle still holds
-// that lock.  A real deadlock passes trivially (nothing in it can move);
-// a transient composite must have every edge hold again at this later
-// moment, which the races that build one make very unlikely.
+// checked again: the next thread of the cycle holds the lock the thread
+// before it waits for.  Then every other thread's block generation and
+// lock are read a last time: unchanged, it was blocked on that lock from
+// the walk's first look until now without a break.  A blocked thread
+// releases nothing, so every holder checked in between still holds its
+// lock at this last read, when all of the cycle are blocked at once: the
+// cycle existed, at that moment, as a whole.  (We are blocked too.)
 bool
 dl_confirm(const dl_walk &w, thread *owner) noexcept
 {
 	for (int k = 0; k < w.nc; k++) {
-		thread *t = w.cycle[k];
-		if (k > 0) {
-			if (!(t->td_inhibitors & (TDI_LOCK | TDI_SLEEPING)) &&
-			    !(t->td_flags & TDF_FOREIGN))
-				return false;
-			witness_td *twt = wt_of(t);
-			if (twt == nullptr ||
-			    twt->wt_blocked_on.load(std::memory_order_seq_cst) !=
-				w.waits[k])
-				return false;
-		}
 		thread *next = w.cycle[(k + 1) % w.nc];
 		thread *h[DL_FANOUT];
 		int nh = lock_holders(w.waits[k], k == 0 ? owner : nullptr, h);
@@ -2404,6 +2402,15 @@ dl_confirm(const dl_walk &w, thread *owner) noexcept
 		for (int i = 0; i < nh && !held; i++)
 			held = h[i] == next;
 		if (!held)
+			return false;
+	}
+	for (int k = 1; k < w.nc; k++) {
+		witness_td *twt = wt_of(w.cycle[k]);
+		if (twt == nullptr ||
+		    twt->wt_blocked_on.load(std::memory_order_seq_cst) !=
+			w.waits[k] ||
+		    twt->wt_block_gen.load(std::memory_order_seq_cst) !=
+			w.gens[k])
 			return false;
 	}
 	return true;
@@ -2422,7 +2429,10 @@ witness_block(const lock_object *lo, thread *owner, const char *file,
 	wt->wt_block_file = file;
 	wt->wt_block_line = line;
 	// seq_cst store, then seq_cst loads of the others' (Dekker): of two
-	// threads closing a cycle at once, at least one sees the other.
+	// threads closing a cycle at once, at least one sees the other.  The
+	// generation moves first: a walker that reads it and then sees lo
+	// holds this block's generation.
+	wt->wt_block_gen.fetch_add(1, std::memory_order_seq_cst);
 	wt->wt_blocked_on.store(lo, std::memory_order_seq_cst);
 	dl_walk w;
 	w.me = me;
@@ -2445,8 +2455,11 @@ witness_unblock() noexcept
 	if (witness_detail::w_watch.load(std::memory_order_relaxed) <= 0)
 		return;
 	witness_td *wt = wt_of(curthread_fast());
-	if (wt != nullptr)
-		wt->wt_blocked_on.store(nullptr, std::memory_order_relaxed);
+	if (wt != nullptr && wt->wt_blocked_on.load(std::memory_order_relaxed) !=
+	    nullptr) {
+		wt->wt_blocked_on.store(nullptr, std::memory_order_seq_cst);
+		wt->wt_block_gen.fetch_add(1, std::memory_order_seq_cst);
+	}
 }
 
 void
