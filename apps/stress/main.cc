@@ -552,8 +552,11 @@ main(int argc, char **argv)
 			else
 				std::snprintf(budget, sizeof(budget), "%g s",
 				    o.seconds);
-			std::fprintf(report, "usmp-stress: %d CPUs, %s, seed %"
+			std::string mode = o.sim ? "simulated (" + o.strategy +
+			    " schedule, virtual time), " : "";
+			std::fprintf(report, "usmp-stress: %d CPUs, %s%s, seed %"
 			    PRIu64 ", %s per scenario\n", usmp::mp_ncpus(),
+			    mode.c_str(),
 			    o.no_preempt ? "no full preemption" : "full preemption",
 			    o.seed, budget);
 		}
