@@ -560,6 +560,11 @@ TEST_CASE("a callout's precision lets the event timer serve a later callout "
 	test::machine m(2);
 	if (!ring_enabled())
 		return;
+	// Bound to CPU 0, so that CPU 1 stays parked and processes its wheel
+	// only at its event timer: an unparked CPU 1 (this thread stolen
+	// there while it waits) would run c1 at its first tick after 10 ms.
+	thread_attr on0;
+	on0.cpu = 0;
 	m.run([] {
 		static std::atomic<uint64_t> at1{0}, at2{0};
 		at1 = at2 = 0;
@@ -578,7 +583,7 @@ TEST_CASE("a callout's precision lets the event timer serve a later callout "
 		CHECK(at2 >= t0 + 25000000);
 		CHECK(callout_drain(&c1) == -1);
 		CHECK(callout_drain(&c2) == -1);
-	});
+	}, on0);
 }
 
 TEST_CASE("callout_async_drain: 0 and the drain function after a running "
