@@ -140,6 +140,12 @@ struct alignas(64) ring_cpu {
 	uint64_t rc_timer_at = 0;               // (k) its deadline
 	__kernel_timespec rc_timer_ts{};        // (k) read by the kernel at submission
 	std::atomic<uint32_t> rc_waiting{0};    // (a) 1 inside ring_wait's enter
+	// (k) 1 from ring_sqe() to the ring_flush() that submits: the CPU is
+	// writing its SQ.  A signal handler on the CPU's OS thread (an
+	// application's, firing an interrupt event: intr_event_fire_async)
+	// may interrupt that, and then must not write the SQ itself: its
+	// ring_wake() takes the eventfd instead.
+	std::atomic<int> rc_sq_busy{0};
 	std::atomic<int64_t> rc_inflight{0};    // (a, written k) ring_ops pending
 	std::atomic<uint64_t> rc_waits{0};
 	std::atomic<uint64_t> rc_wakeups{0};
@@ -198,6 +204,8 @@ ring_flush(ring_cpu *rc) noexcept
 {
 	bump(rc->rc_enters);
 	io_uring_submit(&rc->rc_ring);
+	std::atomic_signal_fence(std::memory_order_seq_cst);
+	rc->rc_sq_busy.store(0, std::memory_order_relaxed);
 }
 
 // An SQE of rc, submitting what is queued if the SQ is full.  Requires a
@@ -209,6 +217,9 @@ ring_sqe(ring_cpu *rc, unsigned need) noexcept
 		ring_flush(rc);
 	if (io_uring_sq_space_left(&rc->rc_ring) < need)
 		return nullptr;
+	// Until the ring_flush() that submits it (every caller makes one).
+	rc->rc_sq_busy.store(1, std::memory_order_relaxed);
+	std::atomic_signal_fence(std::memory_order_seq_cst);
 	return io_uring_get_sqe(&rc->rc_ring);
 }
 
@@ -411,7 +422,11 @@ ring_wake(pcpu *target, std::atomic<uint32_t> *) noexcept
 {
 	ring_cpu *trc = &g_rc[target->pc_cpuid];
 	ring_cpu *me = ring_self();
-	if (g_msg_ring && me != nullptr && me != trc) {
+	// From a signal handler that interrupted this CPU's own SQ work, the
+	// SQ is not ours to write (rc_sq_busy).
+	std::atomic_signal_fence(std::memory_order_seq_cst);
+	if (g_msg_ring && me != nullptr && me != trc &&
+	    me->rc_sq_busy.load(std::memory_order_relaxed) == 0) {
 		spinlock_enter();
 		if (!me->rc_stopping) {
 			io_uring_sqe *sqe = ring_sqe(me, 1);
