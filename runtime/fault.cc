@@ -18,6 +18,7 @@
 // A fault that is not in a stack's red zone is handed to the handler that
 // was installed before ours, if there was one (a sanitizer, a test
 // framework, the application); otherwise it is reported as such.
+#include <execinfo.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -164,6 +165,13 @@ fault_init() noexcept
 	// fork()ed death-test child resets fatal signals to SIG_DFL).
 	install(SIGSEGV, &g_prev_segv);
 	install(SIGBUS, &g_prev_bus);
+	// glibc's backtrace() loads libgcc_s (dlopen, which allocates) on its
+	// first call, and panic() calls it from the handler above, where
+	// malloc is not async-signal-safe (ThreadSanitizer reports it; a
+	// fault inside malloc would deadlock).  Load it now, outside any
+	// signal; later calls only unwind.
+	void *frame;
+	(void)backtrace(&frame, 1);
 	fault_init_thread();
 }
 
