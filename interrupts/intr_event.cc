@@ -924,9 +924,14 @@ intr_event_fire_async(intr_event *ie) noexcept
 	if (pc != nullptr && pc->pc_cpuid == target) {
 		// Our own CPU, from a handler that interrupted its thread:
 		// deliver at that thread's next outermost critical_exit(), or
-		// the idle loop's next turn, or the backstop tick.
+		// the idle loop's next turn.  The idle thread may have made its
+		// last check already and be about to wait in the ring, where no
+		// tick comes (tickless) while every CPU is parked: kick our own
+		// ring too, so that the wait returns at once.
 		thread *td = pc->pc_curthread;
 		td->td_owepreempt = td->td_owepreempt | OWEPREEMPT_INTR;
+		if (td->td_flags & TDF_IDLETD)
+			sched_intr_kick(target);
 		return 0;
 	}
 	sched_intr_kick(target);
